@@ -1,0 +1,267 @@
+"""Typed configuration from params.yaml.
+
+Every section is a dataclass; :func:`load_params` rejects an unknown key or a value of
+the wrong type with a :class:`ConfigError` that names the key (``train.epochs``) and
+what was expected, before a stage writes anything.  A *profile* (``base.profile`` or
+the ``profile`` argument) merges ``profiles.<name>`` over the file: ``tiny`` for the
+tests, ``default`` for the CPU pipeline, ``gpu`` for the paper-length runs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "Params", "BaseConfig", "DataConfig", "TrainConfig", "ModelEntry", "ExplainConfig",
+           "EvaluateConfig", "FiguresConfig", "load_params", "parse_params", "deep_merge"]
+
+
+class ConfigError(ValueError):
+    """params.yaml has an unknown key, a missing key or a value of the wrong type."""
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 0
+    device: str = "auto"        # auto | cpu | cuda | cuda:N
+    profile: str = "default"    # which entry of `profiles` is merged over the file
+    num_threads: int = 0        # torch CPU threads; 0 leaves torch's default
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"   # fashion_mnist | cifar10 | image_folder
+    root: str = "data/fashion-mnist"
+    train_subset: int = 0            # 0 = all images
+    test_subset: int = 0
+    image_size: int = 32             # image_folder only
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"          # adam | sgd
+    schedule: str = "cosine"         # cosine | constant
+    warmup_steps: int = 0
+    loss: str = "auto"               # auto (the model's default) | bce | ce
+    checkpoint_every: int = 100      # steps between resumable checkpoints
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class ModelEntry:
+    arch: str = ""                                        # a registered model name (bcos_lib.list_models())
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the builder, checked against its signature
+    train: dict[str, Any] = field(default_factory=dict)   # overrides of the train section for this model
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    group: str = ""                                       # e.g. "b_sweep": models drawn together in a figure
+    label: str = ""                                       # how figures and tables name the model
+
+
+@dataclass
+class ExplainConfig:
+    n_images: int = 8
+    n_classes_per_image: int = 4   # the "several classes of one image" figure
+    smooth: int = 3                # avg-pool kernel of the colour explanation (15 on 224 px ≈ 2–3 on 28 px)
+    batch_size: int = 256
+
+
+@dataclass
+class EvaluateConfig:
+    grid_size: int = 3
+    n_grids: int = 500
+    min_confidence: float = 0.5
+    methods: list[str] = field(default_factory=lambda: ["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"])
+    posthoc_n_grids: int = 0        # grids for the post-hoc methods (0 = n_grids)
+    smooth: int = 1                 # avg-pool kernel applied to every attribution before scoring
+    batch_size: int = 16            # grids per batch
+    ig_steps: int = 20
+    occlusion_window: int = 7
+    occlusion_stride: int = 7
+    deletion_images: int = 200
+    deletion_steps: int = 20
+    deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
+
+
+@dataclass
+class FiguresConfig:
+    n_images: int = 8
+    dpi: int = 120
+
+
+@dataclass
+class Params:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model(self, key: str) -> ModelEntry:
+        if key not in self.models:
+            raise ConfigError(f"no model {key!r} in params.yaml `models`; defined: {', '.join(self.models) or 'none'}")
+        return self.models[key]
+
+    def train_config(self, key: str) -> TrainConfig:
+        """The train section with the model's own overrides merged in (validated)."""
+        merged = deep_merge(dataclasses.asdict(self.train), self.model(key).train)
+        return _build(TrainConfig, merged, f"models.{key}.train")
+
+    def evaluate_config(self, key: str) -> EvaluateConfig:
+        merged = deep_merge(dataclasses.asdict(self.evaluate), self.model(key).evaluate)
+        return _build(EvaluateConfig, merged, f"models.{key}.evaluate")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``, dicts recursively, everything else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+        (arg,) = typing.get_args(tp)
+        return [_check(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r} ({type(value).__name__})")
+        _, arg = typing.get_args(tp)
+        return {k: _check(v, arg, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} in params.yaml; allowed here: {', '.join(names)}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+    "train.optimizer": lambda v: v in ("adam", "sgd"),
+    "train.schedule": lambda v: v in ("cosine", "constant"),
+    "train.loss": lambda v: v in ("auto", "bce", "ce"),
+    "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
+}
+
+
+def _validate(p: Params) -> None:
+    d = p.to_dict()
+    for key, ok in _CHOICES.items():
+        sec, name = key.split(".")
+        if not ok(d[sec][name]):
+            raise ConfigError(f"{key}: {d[sec][name]!r} is not allowed")
+    for attr in ("train.epochs", "train.batch_size", "train.checkpoint_every", "evaluate.grid_size", "evaluate.n_grids"):
+        sec, name = attr.split(".")
+        if d[sec][name] < 1:
+            raise ConfigError(f"{attr} must be ≥ 1 (got {d[sec][name]})")
+    from .registry import list_models, model_signature
+    for key, entry in p.models.items():
+        if entry.arch not in list_models():
+            raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
+        accepted = model_signature(entry.arch)
+        for k in entry.kwargs:
+            if k not in accepted:
+                raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
+                                  f"{', '.join(accepted)}")
+        p.train_config(key), p.evaluate_config(key)  # overrides must be valid keys of their sections
+
+
+def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
+    """Validate a params mapping and apply ``profile`` (default: ``base.profile``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml must be a mapping of sections (base, data, train, models, …)")
+    raw = copy.deepcopy(raw)
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError("profiles: expected a mapping of profile name → overrides")
+    name = profile or (raw.get("base") or {}).get("profile", "default")
+    if name != "default":
+        if name not in profiles:
+            raise ConfigError(f"unknown profile {name!r}; defined in params.yaml `profiles`: "
+                              f"default, {', '.join(profiles) or '(none)'}")
+        raw = deep_merge(raw, profiles[name])
+    raw.setdefault("base", {})["profile"] = name
+    params = _build(Params, raw, "")
+    for pname, over in profiles.items():  # every profile must itself be valid
+        if pname != name:
+            _build(Params, deep_merge({k: v for k, v in raw.items() if k != "profiles"}, over), f"profiles.{pname}" if False else "")
+    _validate(params)
+    return params
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> Params:
+    """Read, validate and profile-merge params.yaml (default: the project's)."""
+    from .paths import project_root
+    path = Path(path) if path is not None else project_root() / "params.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    try:
+        return parse_params(raw, profile)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,182 @@
+"""Explanations of dynamic-linear networks: ``y(x) = W(x) x``.
+
+In explanation mode (``bcos_lib.layers.explanation_mode``) a B-cos network is exactly
+linear in its input for the fixed factors of *this* input, so for class c
+
+    W_c(x) = ∂y_c/∂x            (one backward pass, the factors held constant)
+    contributions = W_c(x) ⊙ x   (per channel)
+    contribution_map = Σ_channels W_c(x) ⊙ x,   Σ_pixels contribution_map = y_c − b_c
+
+where b_c is the fixed logit bias (B-cos v2 §3).  For an intermediate layer the same holds
+for the spatially summed activation of one channel ("interpretable depth").  For a
+conventional network the same formula is Input×Gradient, which does *not* sum to the logit.
+
+``explain`` takes a batch and one or several target classes per image; the forward pass
+is shared by all targets of a batch and the W's come from batched vector-Jacobian
+products.  Gradients never reach the model's parameters or the caller's tensors, and
+the model's train/eval mode is restored.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers.explanation_mode import explanation_mode
+
+__all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output"]
+
+
+@dataclass
+class Explanation:
+    """The result of :func:`explain`; T = targets per image (1 unless several were asked for).
+
+    ``logits`` (N, K) — the model's output (for a layer: the layer's channel sums, (N, C_l))
+    ``targets`` (N, T) — the explained classes (or channels)
+    ``target_outputs`` (N, T) — the explained outputs y_t
+    ``bias`` (N, T) — the fixed part of y_t that no input carries (the logit bias; 0 for layers)
+    ``weights`` (N, T, C, H, W) — W_t(x)
+    ``contributions`` (N, T, C, H, W) — W_t(x) ⊙ x
+    ``contribution_map`` (N, T, H, W) — contributions summed over channels
+    ``rgba`` (N, T, H, W, 4) or None — the colour explanation (inputs encoded as [x, 1 − x] only)
+    """
+
+    logits: Tensor
+    targets: Tensor
+    target_outputs: Tensor
+    bias: Tensor
+    weights: Tensor
+    contributions: Tensor
+    contribution_map: Tensor
+    rgba: Tensor | None
+
+    def squeeze_targets(self) -> "Explanation":
+        """Drop the T dimension when there is a single target per image."""
+        if self.targets.shape[1] != 1:
+            return self
+        return Explanation(self.logits, self.targets[:, 0], self.target_outputs[:, 0], self.bias[:, 0],
+                           self.weights[:, 0], self.contributions[:, 0], self.contribution_map[:, 0],
+                           None if self.rgba is None else self.rgba[:, 0])
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _find_module(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise KeyError(f"model has no layer {name!r}; layers: {', '.join(n for n in modules if n)}")
+    return modules[name]
+
+
+def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
+    """The output that :func:`explain` differentiates: the logits, or the spatially summed channels of ``layer``."""
+    if layer is None:
+        return model(x)
+    captured: list[Tensor] = []
+    handle = _find_module(model, layer).register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    out = captured[0]
+    return out.flatten(2).sum(-1) if out.dim() > 2 else out
+
+
+def _batched_vjp(out: Tensor, x: Tensor, targets: Tensor) -> Tensor:
+    """∂out[n, targets[n, t]]/∂x for all t, sharing one forward: (N, T, *x.shape[1:])."""
+    n, t = targets.shape
+    grad_out = torch.zeros(t, *out.shape, dtype=out.dtype, device=out.device)
+    grad_out.scatter_(2, targets.T.unsqueeze(-1), 1.0)
+    if t == 1:
+        (g,) = torch.autograd.grad(out, x, grad_out[0])
+        return g.unsqueeze(1)
+    try:
+        (g,) = torch.autograd.grad(out, x, grad_out, is_grads_batched=True, retain_graph=True)
+    except RuntimeError:  # an op without a batching rule: one backward per target, same forward
+        g = torch.stack([torch.autograd.grad(out, x, go, retain_graph=True)[0] for go in grad_out])
+    return g.transpose(0, 1)
+
+
+def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, layer: str | None = None,
+            smooth: int = 3, colour: bool = True, explanation_mode_on: bool = True) -> Explanation:
+    """Explain ``model``'s output for the model inputs ``x`` (already encoded, e.g. ``[x, 1 − x]``).
+
+    ``targets``: None (the predicted class), an int, (N,) or (N, T) classes — or channels of
+    ``layer`` (a module name, e.g. ``"features.3"``).  ``explanation_mode_on=False`` gives
+    the plain gradient (the dynamic factors are then differentiated too).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"explain expects a batch of images (N, C, H, W), got {tuple(x.shape)}")
+    x = x.detach().clone().requires_grad_(True)
+    with _eval_mode(model), torch.enable_grad(), explanation_mode(model, explanation_mode_on):
+        out = dynamic_linear_output(model, x, layer)
+        if targets is None:
+            targets = out.argmax(1)
+        targets = torch.as_tensor(targets, device=out.device).long()
+        if targets.dim() == 0:
+            targets = targets.expand(len(x))
+        if targets.dim() == 1:
+            targets = targets.unsqueeze(1)
+        if targets.shape[0] != len(x):
+            raise ValueError(f"{targets.shape[0]} targets for {len(x)} images")
+        if (targets < 0).any() or (targets >= out.shape[1]).any():
+            raise ValueError(f"targets must lie in [0, {out.shape[1]})")
+        weights = _batched_vjp(out, x, targets)
+    out = out.detach()
+    xd = x.detach().unsqueeze(1)
+    contributions = weights * xd
+    bias_vec = None
+    if layer is None and hasattr(model, "logit_bias"):
+        bias_vec = model.logit_bias()
+    bias = (bias_vec.to(out.dtype)[targets] if bias_vec is not None else torch.zeros(targets.shape, dtype=out.dtype,
+                                                                                      device=out.device))
+    rgba = None
+    if colour and getattr(model, "encoding", None) == "add_inverse":
+        n, t = targets.shape
+        rgba = colour_explanation(weights.flatten(0, 1), xd.expand_as(weights).flatten(0, 1),
+                                  smooth=smooth).unflatten(0, (n, t))
+    return Explanation(logits=out, targets=targets, target_outputs=out.gather(1, targets), bias=bias,
+                       weights=weights, contributions=contributions, contribution_map=contributions.sum(2), rgba=rgba)
+
+
+def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percentile: float = 99.5) -> Tensor:
+    """B-cos colour explanation (v1 §3.5) from W and the inputs ``[x, 1 − x]``, both (N, 2C, H, W).
+
+    W is divided by its per-pixel max |W| over channels and clamped at ≥ 0; colour =
+    W[:C] / (W[:C] + W[C:]); opacity = ‖W‖₂ over channels, zero where the pixel's
+    contribution Σ_channels W ⊙ x is negative, smoothed with an avg-pool of ``smooth``, divided by its
+    ``percentile``-th percentile and clipped to [0, 1].  Returns (N, H, W, 4) RGBA in [0, 1]
+    (grey images give an RGB of three equal channels).
+    """
+    n, c2, h, w = weights.shape
+    if c2 % 2:
+        raise ValueError(f"colour explanations need weights of [x, 1 − x] inputs (an even channel count), got {c2}")
+    c = c2 // 2
+    if inputs.shape != weights.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} and inputs {tuple(inputs.shape)} must have the same shape")
+    wd = weights.detach().float()
+    contrib = (wd * inputs.detach().float()).sum(1, keepdim=True)
+    normed = wd / wd.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    normed = normed.clamp_min(0)
+    rgb = normed[:, :c] / (normed[:, :c] + normed[:, c:]).clamp_min(1e-12)
+    alpha = wd.norm(dim=1, keepdim=True)
+    alpha = torch.where(contrib < 0, torch.zeros_like(alpha), alpha)
+    if smooth > 1:
+        alpha = F.avg_pool2d(alpha, smooth, stride=1, padding=smooth // 2, count_include_pad=False)[..., :h, :w]
+    q = torch.quantile(alpha.flatten(1), percentile / 100.0, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    alpha = (alpha / q).clamp(0, 1)
+    if c == 1:
+        rgb = rgb.expand(-1, 3, -1, -1)
+    return torch.cat([rgb, alpha], 1).permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,154 @@
+"""B-cos convolution and linear layers (Böhle et al., CVPR 2022, eq. 3; TPAMI 2024).
+
+One output unit with weight w and input x computes
+
+    B-cos(x; w) = |cos(x, w)|^(B-1) · ŵᵀx = (ŵᵀx) · |ŵᵀx / ‖x‖|^(B-1),   ŵ = w / ‖w‖.
+
+For a convolution, ‖x‖ is the norm of the input patch that the unit sees
+(k×k×C_in/groups values, following stride, padding, dilation and groups).
+B = 1 is a linear unit with unit-norm weights; B = 2 is the default.
+
+MaxOut (v1 and the CIFAR configs of v2): every unit owns ``max_out`` filters and returns
+the largest of their outputs.  Because the B-cos scaling l·|l/‖x‖|^(B-1) is monotone in the
+linear response l, taking the max of the linear responses first is the same unit.
+
+In explanation mode the dynamic scale |cos|^(B-1) (and with it the patch norm) and the
+MaxOut choice are constants, so the layer is the linear map ``x ↦ s(x)·ŵᵀx``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .explanation_mode import ExplainableModule
+
+__all__ = ["BcosConv2d", "BcosLinear", "bcos_scale", "patch_norm"]
+
+NORM_EPS = 1e-6  # inside the square root of the patch norm: ‖x‖ = sqrt(Σx² + ε)
+COS_EPS = 1e-6   # added to |cos| so that |cos|^(B-1) has a finite gradient at 0
+
+
+def patch_norm(x: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int] | str, dilation: tuple[int, int], groups: int) -> Tensor:
+    """‖patch‖ for every output position and group: shape (N, groups, H', W').
+
+    Σ over the patch of x² is a convolution of x² with a kernel of ones, which follows
+    stride, padding and dilation exactly; groups see only their own channels.
+    Computed in at least float32 so that half-precision inputs cannot overflow x².
+    """
+    n, c, h, w = x.shape
+    sq = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    sq = (sq * sq).view(n, groups, c // groups, h, w).sum(2)
+    ones = torch.ones(groups, 1, *kernel_size, dtype=sq.dtype, device=sq.device)
+    ssq = F.conv2d(sq, ones, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (ssq.clamp_min(0) + NORM_EPS).sqrt()
+
+
+def bcos_scale(linear_out: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
+    """The dynamic scale |cos|^(B-1), with cos = ŵᵀx / ‖x‖ (constant in explanation mode)."""
+    abs_cos = (linear_out / norm).abs() + COS_EPS
+    if detach:
+        abs_cos = abs_cos.detach()
+    return abs_cos.pow(b - 1)
+
+
+def _check_b(b: float) -> float:
+    b = float(b)
+    if not math.isfinite(b) or b < 1:
+        raise ValueError(f"B must be a real number ≥ 1 (got {b}); B = 1 is linear, B = 2 the default")
+    return b
+
+
+class BcosConv2d(ExplainableModule):
+    """A B-cos 2-d convolution: no bias, unit-norm filters, dynamic |cos|^(B-1) scaling.
+
+    ``scale`` divides the output by a fixed number (v1's layer scale; ``"auto"`` gives
+    k·√C_in / 100 as in v1, ``None`` gives 1 as in v2).  ``normalize_weights=False``
+    keeps the raw weight norm (B-cosification keeps the pretrained weights' scale).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, b: float = 2.0,
+                 max_out: int = 1, scale: float | str | None = None, normalize_weights: bool = True):
+        super().__init__()
+        pair = nn.modules.utils._pair
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be divisible by groups={groups}")
+        if max_out < 1:
+            raise ValueError(f"max_out must be ≥ 1 (got {max_out})")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
+        self.padding = padding if isinstance(padding, str) else pair(padding)
+        self.groups, self.b, self.max_out = groups, _check_b(b), int(max_out)
+        self.normalize_weights = normalize_weights
+        if scale == "auto":
+            scale = self.kernel_size[0] * math.sqrt(in_channels) / 100.0
+        self.scale = 1.0 if scale is None else float(scale)
+        self.weight = nn.Parameter(torch.empty(out_channels * self.max_out, in_channels // groups, *self.kernel_size))
+        nn.init.kaiming_normal_(self.weight, nonlinearity="linear")
+
+    def effective_weight(self) -> Tensor:
+        """ŵ = w/‖w‖ per filter (or w itself when ``normalize_weights`` is off)."""
+        w = self.weight
+        if not self.normalize_weights:
+            return w
+        return w / w.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        w = self.effective_weight().to(x.dtype)
+        lin = F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+        if self.max_out > 1:
+            n, _, h, wd = lin.shape
+            lin = lin.view(n, self.out_channels, self.max_out, h, wd).amax(2)
+        if self.b != 1:
+            norm = patch_norm(x, self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
+            if self.groups > 1:  # every output channel sees the patch of its own group
+                norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
+            out = lin.float() * bcos_scale(lin.float(), norm, self.b, self.explanation_mode)
+            lin = out.to(x.dtype)
+        return lin / self.scale if self.scale != 1.0 else lin
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, b={self.b}, "
+                f"max_out={self.max_out}, scale={self.scale:g}")
+
+
+class BcosLinear(ExplainableModule):
+    """A B-cos linear layer on the last dimension: ``(ŵᵀx)·|ŵᵀx/‖x‖|^(B-1)``, no bias."""
+
+    def __init__(self, in_features: int, out_features: int, b: float = 2.0, max_out: int = 1,
+                 scale: float | str | None = None, normalize_weights: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.b, self.max_out, self.normalize_weights = _check_b(b), int(max_out), normalize_weights
+        if scale == "auto":
+            scale = math.sqrt(in_features) / 100.0
+        self.scale = 1.0 if scale is None else float(scale)
+        self.weight = nn.Parameter(torch.empty(out_features * self.max_out, in_features))
+        nn.init.kaiming_normal_(self.weight, nonlinearity="linear")
+
+    def effective_weight(self) -> Tensor:
+        w = self.weight
+        return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12) if self.normalize_weights else w
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"BcosLinear expects (..., {self.in_features}) input, got {tuple(x.shape)}")
+        lin = F.linear(x, self.effective_weight().to(x.dtype))
+        if self.max_out > 1:
+            lin = lin.unflatten(-1, (self.out_features, self.max_out)).amax(-1)
+        if self.b != 1:
+            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            norm = ((xf * xf).sum(-1, keepdim=True) + NORM_EPS).sqrt()
+            lin = (lin.float() * bcos_scale(lin.float(), norm, self.b, self.explanation_mode)).to(x.dtype)
+        return lin / self.scale if self.scale != 1.0 else lin
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, b={self.b}, max_out={self.max_out}, scale={self.scale:g}"

@@ -1,0 +1,109 @@
+"""A fully convolutional CNN for small images, in three layer families.
+
+``bcos_cnn`` (B-cos v2 by default; ``variant="v1"`` for v1), and ``std_cnn``, a
+conventional network of the same shape (the baseline).  The shape: a stack of 3×3
+convolutions (some with stride 2), a 1×1 classifier convolution *before* global
+average pooling (B-cos v2 §4.1), so the network accepts images of any size, e.g. a
+3×3 grid of 28×28 images for the localisation metric.
+
+One builder, ``ConvNet``, takes its sub-layers as arguments (conv, norm, activation),
+so a new layer family (DAU, LWTA, …) is a new entry in ``LAYER_FAMILIES``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import Tensor, nn
+
+from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
+from ..registry import register_model
+from .base import ImageClassifier
+
+__all__ = ["ConvNet", "bcos_cnn", "std_cnn"]
+
+# Fashion-MNIST's pixel statistics (the std CNN's Normalize layer); other data can pass their own
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+
+
+class ConvNet(ImageClassifier):
+    """conv-norm-act blocks → 1×1 classifier conv → global average pool → logit layer."""
+
+    def __init__(self, *, image_channels: int, num_classes: int, channels: Sequence[int], strides: Sequence[int],
+                 conv: Callable[..., nn.Module], classifier: Callable[..., nn.Module],
+                 norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None,
+                 stem: nn.Module | None, logit: nn.Module | None, encoding: str, default_loss: str):
+        super().__init__(image_channels, num_classes)
+        if len(channels) != len(strides):
+            raise ValueError(f"channels ({len(channels)}) and strides ({len(strides)}) must have the same length")
+        self.encoding, self.default_loss = encoding, default_loss
+        self.stem = stem or nn.Identity()
+        layers: list[nn.Module] = []
+        c_in = self.input_channels
+        for c_out, s in zip(channels, strides):
+            layers.append(conv(c_in, c_out, kernel_size=3, stride=s, padding=1))
+            if norm is not None:
+                layers.append(norm(c_out))
+            if act is not None:
+                layers.append(act())
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.classifier = classifier(c_in, num_classes, kernel_size=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.logit = logit or nn.Identity()
+
+    def class_maps(self, x: Tensor) -> Tensor:
+        """Per-position class evidence before pooling, (N, K, H', W')."""
+        self.check_input(x)
+        return self.classifier(self.features(self.stem(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logit(self.pool(self.class_maps(x)).flatten(1))
+
+
+DEFAULT_CHANNELS = (32, 32, 64, 64, 128, 128)
+DEFAULT_STRIDES = (1, 2, 1, 2, 1, 1)
+
+
+@register_model
+def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS,
+             strides: Sequence[int] = DEFAULT_STRIDES, b: float = 2.0, variant: str = "v2",
+             max_out: int | None = None, logit_temperature: float | None = None,
+             logit_bias: float | None = None) -> ConvNet:
+    """B-cos CNN.  v2: B-cos convs + uncentred BN, no ReLU, classifier before pooling.
+    v1: B-cos convs with MaxOut 2 and the layer scale k·√C_in/100, no normalisation.
+
+    ``max_out`` defaults to 1 (v2) or 2 (v1); ``logit_temperature`` to 1."""
+    if variant not in ("v1", "v2"):
+        raise ValueError(f"variant must be 'v1' or 'v2' (got {variant!r})")
+    v1 = variant == "v1"
+    m = (2 if v1 else 1) if max_out is None else max_out
+    scale = "auto" if v1 else None
+
+    def conv(ci: int, co: int, **kw) -> BcosConv2d:
+        return BcosConv2d(ci, co, b=b, max_out=m, scale=scale, **kw)
+
+    def classifier(ci: int, co: int, **kw) -> BcosConv2d:
+        return BcosConv2d(ci, co, b=b, max_out=1, scale=scale, **kw)
+
+    return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
+                   conv=conv, classifier=classifier, norm=None if v1 else UncentredBatchNorm2d, act=None,
+                   stem=None, logit=LogitLayer(num_classes, logit_temperature or 1.0, logit_bias),
+                   encoding="add_inverse", default_loss="bce")
+
+
+@register_model
+def std_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS,
+            strides: Sequence[int] = DEFAULT_STRIDES, mean: float = FMNIST_MEAN, std: float = FMNIST_STD) -> ConvNet:
+    """The conventional baseline of the same shape: conv (no bias) + BN + ReLU, a biased
+    1×1 classifier before pooling, cross-entropy loss."""
+
+    def conv(ci: int, co: int, **kw) -> nn.Conv2d:
+        return nn.Conv2d(ci, co, bias=False, **kw)
+
+    def classifier(ci: int, co: int, **kw) -> nn.Conv2d:
+        return nn.Conv2d(ci, co, bias=True, **kw)
+
+    return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
+                   conv=conv, classifier=classifier, norm=nn.BatchNorm2d, act=lambda: nn.ReLU(inplace=False),
+                   stem=Normalize([mean] * image_channels, [std] * image_channels), logit=None,
+                   encoding="none", default_loss="ce")

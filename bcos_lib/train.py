@@ -1,0 +1,197 @@
+"""Training: ``fit(model, train_data, test_data, cfg) -> history``, resumable and deterministic.
+
+The data order of epoch e is a permutation drawn from a generator seeded with
+(seed, e), and the learning rate is a pure function of the global step, so a run
+killed mid-epoch resumes from its last checkpoint (model, optimiser, RNG state, the
+epoch's running sums) and ends with exactly the same numbers as an uninterrupted run.
+Checkpoints are written atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TrainConfig
+from .data import ImageDataset
+from .models.base import prepare_input
+from .utils import atomic_torch_save
+
+__all__ = ["fit", "evaluate_accuracy", "loss_fn", "TrainingError", "batches", "config_fingerprint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "bcos-companion/train-checkpoint-v1"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN/Inf loss, …); the message names the step and the likely cause."""
+
+
+def config_fingerprint(*parts: Any) -> str:
+    """A short hash of everything that decides a run (a checkpoint is resumed only if it matches)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def loss_fn(name: str, logits: Tensor, labels: Tensor) -> Tensor:
+    """``bce``: binary cross-entropy on one-hot targets (B-cos); ``ce``: cross-entropy."""
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+    if name == "ce":
+        return F.cross_entropy(logits, labels)
+    raise ValueError(f"unknown loss {name!r} (bce or ce)")
+
+
+def batches(ds: ImageDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+            epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of an in-memory dataset; the order of a shuffled epoch depends only on (seed, epoch)."""
+    n = len(ds)
+    order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+             if shuffle else torch.arange(n))
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield ds.images[idx], ds.labels[idx]
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, ds: ImageDataset, loss: str = "ce", batch_size: int = 1000,
+                      device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean loss and accuracy (%) of ``model`` on ``ds`` (eval mode; the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    try:
+        for x, y in batches(ds, batch_size):
+            x, y = x.to(device), y.to(device)
+            out = model(prepare_input(model, x))
+            total_loss += loss_fn(loss, out, y).item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+    finally:
+        model.train(was_training)
+    return {"loss": total_loss / len(ds), "accuracy": 100.0 * correct / len(ds)}
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _diagnose(model: nn.Module, x: Tensor, loss: Tensor, cfg: TrainConfig) -> str:
+    if not torch.isfinite(x).all():
+        return "the input batch itself contains NaN/Inf: check the dataset files"
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        return f"parameters became non-finite ({', '.join(bad[:3])}): the learning rate {cfg.lr:g} is likely too high"
+    return f"the loss overflowed: lower the learning rate ({cfg.lr:g}) or check the loss ({cfg.loss})"
+
+
+def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | None, cfg: TrainConfig, *,
+        seed: int = 0, device: torch.device | str = "cpu", checkpoint_path: str | os.PathLike | None = None,
+        fingerprint: str = "", progress: bool = True, log: Callable[[str], None] = print,
+        on_step: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Train ``model`` in place; return one row of metrics per epoch.
+
+    With ``checkpoint_path`` a checkpoint is written every ``cfg.checkpoint_every`` steps and
+    at each epoch's end; an existing checkpoint with the same ``fingerprint`` is resumed,
+    one with another fingerprint is ignored (and replaced).
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    model.to(device)
+    loss_name = getattr(model, "default_loss", "ce") if cfg.loss == "auto" else cfg.loss
+    opt = _make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "sums": [0.0, 0, 0]}
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        ck = load_train_checkpoint(checkpoint_path)
+        if ck.get("fingerprint") == fingerprint:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            torch.set_rng_state(ck["rng"])
+            state = ck["state"]
+            log(f"resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
+        else:
+            log(f"ignoring {checkpoint_path}: it belongs to another configuration")
+
+    def save_checkpoint() -> None:
+        if checkpoint_path is not None:
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
+                               "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "state": state},
+                              checkpoint_path)
+
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        model.train()
+        t0 = time.time()
+        it = batches(train_data, cfg.batch_size, shuffle=True, seed=seed, epoch=epoch)
+        bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, file=sys.stdout, mininterval=5, leave=False)
+        for i, (x, y) in enumerate(it):
+            if i < state["step_in_epoch"]:
+                continue  # already done before the interruption
+            x, y = x.to(device), y.to(device)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(state["global_step"], total, cfg)
+            out = model(prepare_input(model, x))
+            loss = loss_fn(loss_name, out, y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
+                                    f"(global step {state['global_step'] + 1}): {_diagnose(model, x, loss, cfg)}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["sums"][0] += loss.item() * len(y)
+            state["sums"][1] += (out.argmax(1) == y).sum().item()
+            state["sums"][2] += len(y)
+            state["step_in_epoch"] = i + 1
+            state["global_step"] += 1
+            bar.update(1)
+            if state["global_step"] % cfg.checkpoint_every == 0:
+                save_checkpoint()
+            if on_step is not None:
+                on_step(state["global_step"])
+        bar.close()
+        s = state["sums"]
+        row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_accuracy": 100.0 * s[1] / s[2],
+               "lr": _lr_at(state["global_step"] - 1, total, cfg)}
+        if test_data is not None:
+            m = evaluate_accuracy(model, test_data, loss_name, cfg.eval_batch_size, device)
+            row.update(test_loss=m["loss"], test_accuracy=m["accuracy"])
+        state["history"].append(row)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            + f" ({time.time() - t0:.0f} s)")
+        state.update(epoch=epoch + 1, step_in_epoch=0, sums=[0.0, 0, 0])
+        save_checkpoint()
+    return state["history"]
+
+
+def load_train_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint, with a clear error when it is damaged."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for damaged files
+        raise TrainingError(f"training checkpoint {path} is corrupted or truncated ({type(e).__name__}: {e}); "
+                            "delete it to start the training afresh") from e
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a bcos-companion training checkpoint; delete it to start afresh")
+    return ck
