@@ -244,9 +244,12 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
         raw = deep_merge(raw, profiles[name])
     raw.setdefault("base", {})["profile"] = name
     params = _build(Params, raw, "")
-    for pname, over in profiles.items():  # every profile must itself be valid
+    for pname, over in profiles.items():  # every profile must itself be valid, not only the active one
         if pname != name:
-            _build(Params, deep_merge({k: v for k, v in raw.items() if k != "profiles"}, over), f"profiles.{pname}" if False else "")
+            try:
+                _build(Params, deep_merge(raw, over or {}), "")
+            except ConfigError as e:
+                raise ConfigError(f"in profile {pname!r}: {e}") from None
     _validate(params)
     return params
 

@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
+#   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
+#   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(abspath $(VENV))/bin
+# dvc runs papermill and python from the stage commands: they must be the venv's
+export PATH := $(BIN):$(PATH)
+export PYTHONHASHSEED := 0
+
+.PHONY: setup data repro test test-fast lab bench clean-runs check-env
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bcos-companion)" >/dev/null
+	touch $@
+
+# The embedded data: Debian's dataset-fashion-mnist when it can be installed (root), else a download.
+data: setup
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing the Debian package dataset-fashion-mnist"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+	$(BIN)/python -m bcos_lib.data fetch
+
+repro: data
+	$(BIN)/dvc repro
+
+test: data
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --nbval-lax tests notebooks
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 tests -m "not slow"
+
+lab: data
+	$(BIN)/jupyter lab
+
+bench: setup
+	$(BIN)/python scripts/bench_evaluate.py
+
+check-env: setup
+	$(BIN)/python scripts/sync_environment.py --check
+
+clean-runs:
+	rm -rf runs checkpoints

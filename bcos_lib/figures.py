@@ -1,0 +1,191 @@
+"""Every figure the notebooks show and the pipeline writes.
+
+Each function takes data (tensors, DataFrames, the dicts the stages save) and returns a
+matplotlib Figure; none reads files or calls plt.show().  Colours: contribution maps use
+a diverging map centred at 0 (red = evidence for the class, blue = against).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["show_image", "show_contributions", "show_rgba", "plot_explanations", "plot_model_comparison",
+           "plot_multiclass", "plot_layers", "plot_training_curves", "plot_b_sweep", "plot_samples",
+           "plot_localisation", "plot_deletion"]
+
+
+def _np(t: Tensor | np.ndarray) -> np.ndarray:
+    return t.detach().cpu().float().numpy() if isinstance(t, Tensor) else np.asarray(t)
+
+
+def show_image(ax: Any, image: Tensor, title: str | None = None) -> None:
+    """An image (C, H, W) in [0, 1], grey or RGB."""
+    im = _np(image)
+    if im.shape[0] == 1:
+        ax.imshow(im[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.transpose(im[:3], (1, 2, 0)).clip(0, 1))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def show_contributions(ax: Any, cmap_values: Tensor, title: str | None = None, percentile: float = 99.5) -> None:
+    """A contribution map (H, W), symmetric colour range at the ``percentile`` of |values|."""
+    v = _np(cmap_values)
+    lim = float(np.percentile(np.abs(v), percentile)) or 1e-12
+    ax.imshow(v, cmap="bwr", vmin=-lim, vmax=lim)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def show_rgba(ax: Any, rgba: Tensor, title: str | None = None) -> None:
+    """A colour explanation (H, W, 4) on a black background (as in the B-cos papers)."""
+    v = _np(rgba)
+    ax.imshow(np.zeros(v.shape[:2]), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(v)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def plot_samples(images: Tensor, labels: Tensor, classes: Sequence[str], n: int = 20) -> Figure:
+    """A grid of dataset images with their class names."""
+    n = min(n, len(images))
+    cols = min(10, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.35 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            show_image(ax, images[i], classes[int(labels[i])])
+        else:
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_explanations(saved: dict[str, Any]) -> Figure:
+    """One model's explanations (a dict as saved by the explain stage): image, contribution
+    map, and colour explanation (B-cos-style models) per image."""
+    n = len(saved["images"])
+    rows = 3 if saved.get("rgba") is not None else 2
+    fig, axes = plt.subplots(rows, n, figsize=(1.3 * n, 1.45 * rows), squeeze=False)
+    classes = saved["classes"]
+    for i in range(n):
+        pred = int(saved["targets"][i])
+        show_image(axes[0, i], saved["images"][i], f"{classes[int(saved['labels'][i])]}")
+        show_contributions(axes[1, i], saved["contribution_map"][i], f"→ {classes[pred]}")
+        if rows == 3:
+            show_rgba(axes[2, i], saved["rgba"][i])
+    axes[0, 0].set_ylabel("image")
+    name = "W(x)ᵀx contributions" if saved.get("explainable") else "Input×Gradient"
+    fig.suptitle(f"{saved.get('label', saved.get('key', ''))}: {name} for the predicted class", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_model_comparison(saved_by_model: dict[str, dict[str, Any]]) -> Figure:
+    """Images, then for each model its contribution map (and colour explanation when it has one)."""
+    first = next(iter(saved_by_model.values()))
+    n = len(first["images"])
+    rows: list[tuple[str, str, Any]] = [("image", "image", None)]
+    for key, s in saved_by_model.items():
+        lab = s.get("label", key)
+        rows.append((f"{lab}\n" + ("W(x)⊙x" if s.get("explainable") else "Input×Grad"), "map", s))
+        if s.get("rgba") is not None:
+            rows.append((f"{lab}\ncolour", "rgba", s))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.2, 1.3 * len(rows)), squeeze=False)
+    for r, (name, kind, s) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r, i]
+            if kind == "image":
+                show_image(ax, first["images"][i], first["classes"][int(first["labels"][i])] if r == 0 else None)
+            elif kind == "map":
+                show_contributions(ax, s["contribution_map"][i])
+            else:
+                show_rgba(ax, s["rgba"][i])
+        axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_multiclass(saved: dict[str, Any]) -> Figure:
+    """Explanations of several classes (the highest logits) for the same images."""
+    m = saved["multi"]
+    n_img, k = m["targets"].shape
+    has_rgba = m.get("rgba") is not None
+    cols = 1 + k * (2 if has_rgba else 1)
+    fig, axes = plt.subplots(n_img, cols, figsize=(1.3 * cols, 1.45 * n_img), squeeze=False)
+    classes = saved["classes"]
+    for i in range(n_img):
+        show_image(axes[i, 0], saved["images"][i], "image")
+        for j in range(k):
+            c = classes[int(m["targets"][i, j])]
+            col = 1 + j * (2 if has_rgba else 1)
+            show_contributions(axes[i, col], m["contribution_map"][i, j], c)
+            if has_rgba:
+                show_rgba(axes[i, col + 1], m["rgba"][i, j], c)
+    fig.suptitle(f"{saved.get('label', '')}: the same image explained for different classes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layers(saved: dict[str, Any]) -> Figure:
+    """Explanations of intermediate layers: the most active channel of each layer, for one image."""
+    layers = saved["layers"]
+    has_rgba = any(v.get("rgba") is not None for v in layers.values())
+    cols = 1 + len(layers)
+    rows = 2 if has_rgba else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows), squeeze=False)
+    show_image(axes[0, 0], saved["images"][0], "image")
+    if has_rgba:
+        axes[1, 0].set_axis_off()
+    for j, (name, v) in enumerate(layers.items(), start=1):
+        show_contributions(axes[0, j], v["contribution_map"], f"{name}\nch {v['channel']}")
+        if has_rgba and v.get("rgba") is not None:
+            show_rgba(axes[1, j], v["rgba"])
+    fig.suptitle(f"{saved.get('label', '')}: explanations of hidden units (interpretable depth)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
+    """Test accuracy and train loss per epoch for each model."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, h in histories.items():
+        a1.plot(h["epoch"], h["test_accuracy"], marker="o", label=key)
+        a2.plot(h["epoch"], h["train_loss"], marker="o", label=key)
+    a1.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    a2.set(xlabel="epoch", ylabel="train loss", title="train loss (bce or ce)")
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
+    """Accuracy and localisation against B.  ``sweep``: columns b, test_accuracy and
+    (optional) localisation; ``paper``: columns b, accuracy (the v1 CIFAR-10 numbers)."""
+    has_loc = "localisation" in sweep and sweep["localisation"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_loc else 1, figsize=(9 if has_loc else 4.8, 3.3), squeeze=False)
+    a = axes[0, 0]
+    a.plot(sweep["b"], sweep["test_accuracy"], marker="o", label="this pipeline (Fashion-MNIST)")
+    a.set(xlabel="B", ylabel="test accuracy (%)", title="accuracy vs B")
+    if paper is not None and len(paper):
+        a2 = a.twinx()
+        a2.plot(paper["b"], paper["accuracy"], marker="s", ls="--", color="tab:gray", label="paper v1 (CIFAR-10)")
+        a2.set_ylabel("paper accuracy (%)", color="tab:gray")
+        h1, l1 = a.get_legend_handles_labels()
+        h2, l2 = a2.get_legend_handles_labels()
+        a.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+    if has_loc:
+        b = axes[0, 1]
+        b.plot(sweep["b"], sweep["localisation"], marker="o", color="tab:green")
+        b.set(xlabel="B", ylabel="mean localisation (own explanation)", title="grid pointing game vs B", ylim=(0, 1))
+    fig.tight_layout()
+    return fig
