@@ -8,7 +8,8 @@ linear in its input for the fixed factors of *this* input, so for class c
     contribution_map = Σ_channels W_c(x) ⊙ x,   Σ_pixels contribution_map = y_c − b_c
 
 where b_c is the fixed logit bias (B-cos v2 §3).  For an intermediate layer the same holds
-for the spatially summed activation of one channel ("interpretable depth").  For a
+for the spatially summed activation of one channel ("interpretable depth"); for a
+transformer layer with (N, tokens, C) outputs, for one channel summed over the tokens.  For a
 conventional network the same formula is Input×Gradient, which does *not* sum to the logit.
 
 ``explain`` takes a batch and one or several target classes per image; the forward pass
@@ -81,7 +82,8 @@ def _find_module(model: nn.Module, name: str) -> nn.Module:
 
 
 def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
-    """The output that :func:`explain` differentiates: the logits, or the spatially summed channels of ``layer``."""
+    """The output that :func:`explain` differentiates: the logits, or the channels of ``layer`` summed
+    over positions ((N, C, H, W) feature maps) or over tokens ((N, tokens, C) transformer layers)."""
     if layer is None:
         return model(x)
     captured: list[Tensor] = []
@@ -91,6 +93,8 @@ def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None)
     finally:
         handle.remove()
     out = captured[0]
+    if out.dim() == 3:  # (N, tokens, C) of a transformer layer: sum over the tokens
+        return out.sum(1)
     return out.flatten(2).sum(-1) if out.dim() > 2 else out
 
 

@@ -14,6 +14,14 @@ linear response l, taking the max of the linear responses first is the same unit
 
 In explanation mode the dynamic scale |cos|^(B-1) (and with it the patch norm) and the
 MaxOut choice are constants, so the layer is the linear map ``x ↦ s(x)·ŵᵀx``.
+
+v1 layer scale: v1 divides every layer's output by a fixed number, by default
+``√(k_h·k_w)·√C_in / 100`` (k·√C_in/100 for a square k×k kernel; the public v1 module uses
+k, not k²).  The v1 CIFAR-10 experiments instead passed one scale per B to every layer,
+``10^(−2 + 1.5·(2.5 − B))`` (:func:`v1_cifar_layer_scale`).  v2 drops the scale.
+
+Numerics: the patch norm and the dynamic scale are computed in at least float32
+(half-precision inputs cannot overflow x²); float64 inputs stay float64 throughout.
 """
 from __future__ import annotations
 
@@ -25,10 +33,26 @@ from torch import Tensor, nn
 
 from .explanation_mode import ExplainableModule
 
-__all__ = ["BcosConv2d", "BcosLinear", "bcos_scale", "patch_norm"]
+__all__ = ["BcosConv2d", "BcosLinear", "bcos_scale", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale",
+           "compute_dtype"]
 
 NORM_EPS = 1e-6  # inside the square root of the patch norm: ‖x‖ = sqrt(Σx² + ε)
 COS_EPS = 1e-6   # added to |cos| so that |cos|^(B-1) has a finite gradient at 0
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype for norms and scales: float32 for half-precision inputs, the input's own otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def v1_layer_scale(kernel_size: tuple[int, int], in_channels: int, scale_factor: float = 100.0) -> float:
+    """v1's default fixed output scale ``√(k_h·k_w)·√C_in / 100`` (= k·√C_in/100 for square kernels)."""
+    return math.sqrt(kernel_size[0] * kernel_size[1]) * math.sqrt(in_channels) / scale_factor
+
+
+def v1_cifar_layer_scale(b: float) -> float:
+    """The scale the v1 CIFAR-10 experiments gave every layer for a given B: ``10^(−2 + 1.5·(2.5 − B))``."""
+    return 10.0 ** (-2.0 + 1.5 * (2.5 - float(b)))
 
 
 def patch_norm(x: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
@@ -40,7 +64,7 @@ def patch_norm(x: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
     Computed in at least float32 so that half-precision inputs cannot overflow x².
     """
     n, c, h, w = x.shape
-    sq = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    sq = x.to(compute_dtype(x.dtype))
     sq = (sq * sq).view(n, groups, c // groups, h, w).sum(2)
     ones = torch.ones(groups, 1, *kernel_size, dtype=sq.dtype, device=sq.device)
     ssq = F.conv2d(sq, ones, stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -60,6 +84,15 @@ def _check_b(b: float) -> float:
     if not math.isfinite(b) or b < 1:
         raise ValueError(f"B must be a real number ≥ 1 (got {b}); B = 1 is linear, B = 2 the default")
     return b
+
+
+def _check_scale(scale: float | str) -> float:
+    if isinstance(scale, str):
+        raise ValueError(f"scale must be a number, None or 'auto' (got {scale!r})")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"the layer scale must be a finite number > 0 (got {scale})")
+    return scale
 
 
 class BcosConv2d(ExplainableModule):
@@ -86,8 +119,8 @@ class BcosConv2d(ExplainableModule):
         self.groups, self.b, self.max_out = groups, _check_b(b), int(max_out)
         self.normalize_weights = normalize_weights
         if scale == "auto":
-            scale = self.kernel_size[0] * math.sqrt(in_channels) / 100.0
-        self.scale = 1.0 if scale is None else float(scale)
+            scale = v1_layer_scale(self.kernel_size, in_channels)
+        self.scale = 1.0 if scale is None else _check_scale(scale)
         self.weight = nn.Parameter(torch.empty(out_channels * self.max_out, in_channels // groups, *self.kernel_size))
         nn.init.kaiming_normal_(self.weight, nonlinearity="linear")
 
@@ -110,8 +143,8 @@ class BcosConv2d(ExplainableModule):
             norm = patch_norm(x, self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
             if self.groups > 1:  # every output channel sees the patch of its own group
                 norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
-            out = lin.float() * bcos_scale(lin.float(), norm, self.b, self.explanation_mode)
-            lin = out.to(x.dtype)
+            lin_c = lin.to(norm.dtype)
+            lin = (lin_c * bcos_scale(lin_c, norm, self.b, self.explanation_mode)).to(x.dtype)
         return lin / self.scale if self.scale != 1.0 else lin
 
     def extra_repr(self) -> str:
@@ -129,8 +162,8 @@ class BcosLinear(ExplainableModule):
         self.in_features, self.out_features = in_features, out_features
         self.b, self.max_out, self.normalize_weights = _check_b(b), int(max_out), normalize_weights
         if scale == "auto":
-            scale = math.sqrt(in_features) / 100.0
-        self.scale = 1.0 if scale is None else float(scale)
+            scale = v1_layer_scale((1, 1), in_features)
+        self.scale = 1.0 if scale is None else _check_scale(scale)
         self.weight = nn.Parameter(torch.empty(out_features * self.max_out, in_features))
         nn.init.kaiming_normal_(self.weight, nonlinearity="linear")
 
@@ -145,9 +178,10 @@ class BcosLinear(ExplainableModule):
         if self.max_out > 1:
             lin = lin.unflatten(-1, (self.out_features, self.max_out)).amax(-1)
         if self.b != 1:
-            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            xf = x.to(compute_dtype(x.dtype))
             norm = ((xf * xf).sum(-1, keepdim=True) + NORM_EPS).sqrt()
-            lin = (lin.float() * bcos_scale(lin.float(), norm, self.b, self.explanation_mode)).to(x.dtype)
+            lin_c = lin.to(norm.dtype)
+            lin = (lin_c * bcos_scale(lin_c, norm, self.b, self.explanation_mode)).to(x.dtype)
         return lin / self.scale if self.scale != 1.0 else lin
 
     def extra_repr(self) -> str:

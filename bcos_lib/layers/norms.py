@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .bcos import compute_dtype
 from .explanation_mode import ExplainableModule
 
 __all__ = ["UncentredBatchNorm2d", "UncentredLayerNorm"]
@@ -30,7 +31,7 @@ class UncentredBatchNorm2d(ExplainableModule):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            var = x.float().var(dim=(0, 2, 3), unbiased=False)
+            var = x.to(compute_dtype(x.dtype)).var(dim=(0, 2, 3), unbiased=False)
             with torch.no_grad():
                 n = x.numel() / x.shape[1]
                 unbiased = var * (n / max(n - 1, 1))
@@ -40,7 +41,8 @@ class UncentredBatchNorm2d(ExplainableModule):
             var = self.running_var
         if self.explanation_mode:
             var = var.detach()
-        scale = (self.weight / (var + self.eps).sqrt()).to(x.dtype)
+        var = var.to(compute_dtype(x.dtype))  # a half-precision model keeps its running_var in half
+        scale = (self.weight.to(var.dtype) / (var + self.eps).sqrt()).to(x.dtype)
         return x * scale.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
@@ -58,7 +60,7 @@ class UncentredLayerNorm(ExplainableModule):
         self.weight = nn.Parameter(torch.ones(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        var = x.float().var(dim=-1, unbiased=False, keepdim=True)
+        var = x.to(compute_dtype(x.dtype)).var(dim=-1, unbiased=False, keepdim=True)
         if self.explanation_mode:
             var = var.detach()
         return x * (1.0 / (var + self.eps).sqrt()).to(x.dtype) * self.weight.to(x.dtype)

@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 from torch import Tensor, nn
 
 from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
+from ..layers.bcos import v1_cifar_layer_scale
+from ..layers.logit import v1_logit_temperature
 from ..registry import register_model
 from .base import ImageClassifier
 
@@ -68,16 +70,30 @@ DEFAULT_STRIDES = (1, 2, 1, 2, 1, 1)
 def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS,
              strides: Sequence[int] = DEFAULT_STRIDES, b: float = 2.0, variant: str = "v2",
              max_out: int | None = None, logit_temperature: float | None = None,
-             logit_bias: float | None = None) -> ConvNet:
+             logit_bias: float | None = None, layer_scale: float | str | None = None) -> ConvNet:
     """B-cos CNN.  v2: B-cos convs + uncentred BN, no ReLU, classifier before pooling.
-    v1: B-cos convs with MaxOut 2 and the layer scale k·√C_in/100, no normalisation.
+    v1: B-cos convs with MaxOut and a fixed layer scale, no normalisation.
 
-    ``max_out`` defaults to 1 (v2) or 2 (v1); ``logit_temperature`` to 1."""
+    v1 defaults are the v1 CIFAR-10 configuration: ``max_out`` 2, ``layer_scale="cifar"``
+    (every layer divided by 10^(−2+1.5·(2.5−B))) and ``logit_temperature`` from the per-B
+    table (:func:`bcos_lib.layers.logit.v1_logit_temperature`).  The table and the scale were
+    tuned together: with the v1 *module* default scale k·√C_in/100 (``layer_scale="auto"``)
+    the table's T gives initial logits of ~1e9 at B = 1 and ~1e-7 at B = 2.5 for this
+    network, so pass your own ``logit_temperature`` with ``"auto"`` or a numeric scale.
+    v2 defaults: ``max_out`` 1, no layer scale, T = 1."""
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2' (got {variant!r})")
     v1 = variant == "v1"
     m = (2 if v1 else 1) if max_out is None else max_out
-    scale = "auto" if v1 else None
+    if not v1 and layer_scale is not None:
+        raise ValueError("layer_scale is a v1 setting (v2 has no layer scale); use variant='v1'")
+    scale: float | str | None = None
+    if v1:
+        scale = v1_cifar_layer_scale(b) if layer_scale in (None, "cifar") else layer_scale
+        if isinstance(scale, str) and scale != "auto":
+            raise ValueError(f"layer_scale must be 'cifar', 'auto' or a number (got {layer_scale!r})")
+    if logit_temperature is None:
+        logit_temperature = v1_logit_temperature(b) if v1 else 1.0
 
     def conv(ci: int, co: int, **kw) -> BcosConv2d:
         return BcosConv2d(ci, co, b=b, max_out=m, scale=scale, **kw)
@@ -87,7 +103,7 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
 
     return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
                    conv=conv, classifier=classifier, norm=None if v1 else UncentredBatchNorm2d, act=None,
-                   stem=None, logit=LogitLayer(num_classes, logit_temperature or 1.0, logit_bias),
+                   stem=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
                    encoding="add_inverse", default_loss="bce")
 
 

@@ -1,0 +1,144 @@
+"""Small ResNets with basic blocks (He et al. 2016), as a B-cos network and its conventional twin.
+
+``bcos_resnet`` follows B-cos v2 (TPAMI 2024, §4.1): B-cos convolutions without biases,
+uncentred batch norm, no ReLU, avg-pool instead of max-pool in the (optional) stem pool,
+and the classifier as a 1×1 B-cos convolution *before* global average pooling, then the
+fixed logit layer.  The residual addition is linear, so every block — and the whole
+network — stays dynamic linear: ``y(x) = W(x) x`` in explanation mode.
+
+``std_resnet`` is the conventional twin: conv (no bias) + BN + ReLU, ReLU after the
+addition, a biased 1×1 classifier before pooling, cross-entropy.
+
+One builder, ``ResNet``, takes its layer families as arguments (conv, norm, act, pool),
+as ``ConvNet`` does.  Defaults fit 28×28 grey images: a 3×3 stem and three stages of
+widths 16/32/64 with strides 1/2/2 and two blocks each (a ResNet-14), ~0.17 M parameters;
+fully convolutional, so it takes any image size (e.g. 84×84 grids).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+from torch import Tensor, nn
+
+from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
+from ..registry import register_model
+from .base import ImageClassifier
+from .cnn import FMNIST_MEAN, FMNIST_STD
+
+__all__ = ["BasicBlock", "ResNet", "bcos_resnet", "std_resnet"]
+
+ConvFactory = Callable[..., nn.Module]
+
+
+def _maybe(factory: Callable[..., nn.Module] | None, *args: int) -> nn.Module:
+    return factory(*args) if factory is not None else nn.Identity()
+
+
+class BasicBlock(nn.Module):
+    """``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``; the shortcut is a strided 1×1
+    conv + norm when the shape changes, the identity otherwise."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, conv: ConvFactory,
+                 norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None):
+        super().__init__()
+        self.conv1 = conv(c_in, c_out, kernel_size=3, stride=stride, padding=1)
+        self.norm1 = _maybe(norm, c_out)
+        self.act1 = _maybe(act)
+        self.conv2 = conv(c_out, c_out, kernel_size=3, stride=1, padding=1)
+        self.norm2 = _maybe(norm, c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(conv(c_in, c_out, kernel_size=1, stride=stride, padding=0),
+                                          _maybe(norm, c_out))
+        self.act2 = _maybe(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        return self.act2(out + self.shortcut(x))  # the residual addition is linear
+
+
+class ResNet(ImageClassifier):
+    """stem conv-norm-act [→ pool] → stages of basic blocks → 1×1 classifier conv → global
+    average pool → logit layer.  Module names: ``features.stem``, ``features.stage1`` …,
+    ``features.stage2.0`` (a block), ``classifier``, ``logit``."""
+
+    def __init__(self, *, image_channels: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int],
+                 strides: Sequence[int], conv: ConvFactory, classifier: ConvFactory,
+                 norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None,
+                 stem_pool: Callable[[], nn.Module] | None, input_norm: nn.Module | None, logit: nn.Module | None,
+                 encoding: str, default_loss: str):
+        super().__init__(image_channels, num_classes)
+        if not (len(widths) == len(blocks) == len(strides)) or not widths:
+            raise ValueError(f"widths {tuple(widths)}, blocks {tuple(blocks)} and strides {tuple(strides)} must be "
+                             "non-empty and of the same length (one entry per stage)")
+        if any(n < 1 for n in blocks):
+            raise ValueError(f"every stage needs ≥ 1 block (got {tuple(blocks)})")
+        self.encoding, self.default_loss = encoding, default_loss
+        self.input_norm = input_norm or nn.Identity()
+        stem = nn.Sequential(OrderedDict(conv=conv(self.input_channels, widths[0], kernel_size=3, stride=1, padding=1),
+                                         norm=_maybe(norm, widths[0]), act=_maybe(act), pool=_maybe(stem_pool)))
+        stages: list[tuple[str, nn.Module]] = [("stem", stem)]
+        c_in = widths[0]
+        for i, (c_out, n_blocks, stride) in enumerate(zip(widths, blocks, strides), start=1):
+            stage = [BasicBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1, conv, norm, act)
+                     for j in range(n_blocks)]
+            stages.append((f"stage{i}", nn.Sequential(*stage)))
+            c_in = c_out
+        self.features = nn.Sequential(OrderedDict(stages))
+        self.classifier = classifier(c_in, num_classes, kernel_size=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.logit = logit or nn.Identity()
+
+    def class_maps(self, x: Tensor) -> Tensor:
+        """Per-position class evidence before pooling, (N, K, H', W')."""
+        self.check_input(x)
+        return self.classifier(self.features(self.input_norm(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logit(self.pool(self.class_maps(x)).flatten(1))
+
+
+DEFAULT_WIDTHS = (16, 32, 64)
+DEFAULT_BLOCKS = (2, 2, 2)
+DEFAULT_STRIDES = (1, 2, 2)
+
+
+@register_model
+def bcos_resnet(num_classes: int = 10, image_channels: int = 1, widths: Sequence[int] = DEFAULT_WIDTHS,
+                blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[int] = DEFAULT_STRIDES, b: float = 2.0,
+                stem_pool: bool = False, logit_temperature: float = 1.0,
+                logit_bias: float | None = None) -> ResNet:
+    """B-cos v2 ResNet: B-cos convs (exponent ``b``) + uncentred BN, no ReLU, no biases.
+    ``stem_pool`` adds a 3×3/2 avg-pool after the stem (v2's replacement of the max-pool;
+    off for 28×28 images)."""
+
+    def conv(ci: int, co: int, **kw) -> BcosConv2d:
+        return BcosConv2d(ci, co, b=b, **kw)
+
+    return ResNet(image_channels=image_channels, num_classes=num_classes, widths=widths, blocks=blocks,
+                  strides=strides, conv=conv, classifier=conv, norm=UncentredBatchNorm2d, act=None,
+                  stem_pool=(lambda: nn.AvgPool2d(3, stride=2, padding=1)) if stem_pool else None,
+                  input_norm=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
+                  encoding="add_inverse", default_loss="bce")
+
+
+@register_model
+def std_resnet(num_classes: int = 10, image_channels: int = 1, widths: Sequence[int] = DEFAULT_WIDTHS,
+               blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[int] = DEFAULT_STRIDES,
+               stem_pool: bool = False, mean: float = FMNIST_MEAN, std: float = FMNIST_STD) -> ResNet:
+    """The conventional twin: conv (no bias) + BN + ReLU, max-pool stem (if ``stem_pool``),
+    a biased 1×1 classifier before pooling, cross-entropy loss."""
+
+    def conv(ci: int, co: int, **kw) -> nn.Conv2d:
+        return nn.Conv2d(ci, co, bias=False, **kw)
+
+    def classifier(ci: int, co: int, **kw) -> nn.Conv2d:
+        return nn.Conv2d(ci, co, bias=True, **kw)
+
+    return ResNet(image_channels=image_channels, num_classes=num_classes, widths=widths, blocks=blocks,
+                  strides=strides, conv=conv, classifier=classifier, norm=nn.BatchNorm2d,
+                  act=lambda: nn.ReLU(inplace=False),
+                  stem_pool=(lambda: nn.MaxPool2d(3, stride=2, padding=1)) if stem_pool else None,
+                  input_norm=Normalize([mean] * image_channels, [std] * image_channels), logit=None,
+                  encoding="none", default_loss="ce")

@@ -1,0 +1,284 @@
+"""The fast layers against their slow float64 references (bcos_lib.layers.reference), and the
+B-cos layer's defining properties: B = 1 is a unit-norm convolution, explanation mode does not
+change the output and makes the layer exactly linear, invalid B is rejected, v1's scale and
+temperature follow the v1 code."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bcos_lib.layers import (BcosAttention, BcosConv2d, BcosLinear, LogitLayer, UncentredBatchNorm2d,
+                             UncentredLayerNorm, explanation_mode, v1_cifar_layer_scale, v1_layer_scale,
+                             v1_logit_temperature)
+from bcos_lib.layers.logit import V1_CIFAR_LOG10_TEMPERATURE
+from bcos_lib.layers.reference import bcos_conv2d_reference, reference_forward, unfold_patches
+
+torch.set_num_threads(1)
+
+# (c_in, c_out, kernel, stride, padding, dilation, groups)
+CONV_CASES = [
+    (3, 4, 3, 1, 1, 1, 1),
+    (4, 6, 3, 2, 1, 1, 1),
+    (4, 6, 3, 1, 2, 2, 1),
+    (4, 6, 3, 2, 0, 1, 2),
+    (6, 6, 3, 1, 1, 1, 3),
+    (2, 4, 1, 1, 0, 1, 1),
+    (4, 4, (3, 2), (2, 1), (1, 0), (1, 2), 2),
+    (3, 5, 5, 3, 2, 1, 1),
+]
+B_VALUES = [1.0, 1.25, 2.0, 2.5]
+
+
+def _conv(case, b=2.0, max_out=1, seed=0, **kw) -> BcosConv2d:
+    c_in, c_out, k, s, p, d, g = case
+    torch.manual_seed(seed)
+    return BcosConv2d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g, b=b, max_out=max_out, **kw).double()
+
+
+def _input(case, n=2, size=9, seed=1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(n, case[0], size, size + 1, dtype=torch.float64)
+
+
+def _jacobian(f, x: torch.Tensor) -> torch.Tensor:
+    """∂f(x)/∂x as a (f(x).numel(), x.numel()) matrix."""
+    jac = torch.autograd.functional.jacobian(f, x, vectorize=True)
+    return jac.reshape(-1, x.numel())
+
+
+# --- fast vs reference -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+@pytest.mark.parametrize("b", B_VALUES)
+@pytest.mark.parametrize("max_out", [1, 2])
+def test_conv_matches_reference(case, b, max_out):
+    layer, x = _conv(case, b, max_out), _input(case)
+    torch.testing.assert_close(layer(x), reference_forward(layer, x), rtol=1e-10, atol=1e-12)
+
+
+def test_unfold_matches_torch_unfold():
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    kw = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1))
+    ours = unfold_patches(x, **kw)
+    theirs = F.unfold(x, **kw).view(2, 3, 3, 2, *ours.shape[-2:])
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_reference_without_stabilisers_is_the_pure_equation():
+    """With ε = 0 the reference is (ŵᵀx)·|ŵᵀx/‖x‖|^(B−1); the fast layer differs only by its ε's."""
+    case = (3, 4, 3, 1, 1, 1, 1)
+    layer, x = _conv(case, b=2.0), _input(case)
+    pure = bcos_conv2d_reference(x, layer.weight, 2.0, 1, 1, norm_eps=0.0, cos_eps=0.0)
+    w_hat = layer.effective_weight()
+    lin = F.conv2d(x, w_hat, padding=1)
+    norm = F.conv2d((x ** 2).sum(1, keepdim=True), torch.ones(1, 1, 3, 3, dtype=x.dtype), padding=1).sqrt()
+    torch.testing.assert_close(pure, lin * lin.abs() / norm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer(x), pure, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("b", B_VALUES)
+@pytest.mark.parametrize("max_out", [1, 2])
+def test_linear_matches_reference(b, max_out):
+    torch.manual_seed(0)
+    layer = BcosLinear(7, 5, b=b, max_out=max_out).double()
+    x = torch.randn(3, 4, 7, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference_forward(layer, x), rtol=1e-10, atol=1e-12)
+
+
+def test_unnormalised_weights_and_scale_match_reference():
+    case = (4, 6, 3, 2, 1, 1, 2)
+    layer, x = _conv(case, b=1.5, max_out=2, normalize_weights=False, scale=0.3), _input(case)
+    torch.testing.assert_close(layer(x), reference_forward(layer, x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_uncentred_batch_norm_matches_reference(training):
+    torch.manual_seed(0)
+    bn = UncentredBatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64) * 3 + 1
+    bn.train(training)
+    expected = reference_forward(bn, x)
+    var_before = bn.running_var.clone()
+    torch.testing.assert_close(bn(x), expected, rtol=1e-12, atol=1e-12)
+    if training:  # running variance: momentum average of the *unbiased* batch variance
+        unbiased = x.var(dim=(0, 2, 3), unbiased=True)
+        torch.testing.assert_close(bn.running_var, 0.9 * var_before + 0.1 * unbiased, rtol=1e-12, atol=1e-12)
+    else:
+        assert torch.equal(bn.running_var, var_before)
+
+
+def test_uncentred_batch_norm_does_not_centre():
+    bn = UncentredBatchNorm2d(1).double().eval()
+    x = torch.full((1, 1, 2, 2), 3.0, dtype=torch.float64)
+    torch.testing.assert_close(bn(x), x / math.sqrt(1 + bn.eps))  # running_var = 1: only the scale
+
+
+def test_uncentred_layer_norm_matches_reference():
+    torch.manual_seed(0)
+    ln = UncentredLayerNorm(8).double()
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 2.0)
+    x = torch.randn(2, 5, 8, dtype=torch.float64) + 2
+    torch.testing.assert_close(ln(x), reference_forward(ln, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("b", [1.0, 2.0, 2.5])
+def test_attention_matches_reference(b):
+    torch.manual_seed(0)
+    attn = BcosAttention(8, heads=2, b=b).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), reference_forward(attn, x), rtol=1e-10, atol=1e-12)
+
+
+# --- B = 1 ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+def test_b1_is_a_convolution_with_unit_norm_filters(case):
+    layer, x = _conv(case, b=1.0), _input(case)
+    w = layer.weight
+    w_hat = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    expected = F.conv2d(x, w_hat, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w_hat.flatten(1).norm(dim=1), torch.ones(len(w), dtype=w.dtype))
+
+
+def test_b1_linear_is_unit_norm_linear():
+    torch.manual_seed(0)
+    layer = BcosLinear(6, 4, b=1.0).double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    w = layer.weight
+    torch.testing.assert_close(layer(x), x @ (w / w.norm(dim=1, keepdim=True)).T, rtol=1e-12, atol=1e-12)
+
+
+# --- explanation mode -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES[:5], ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+@pytest.mark.parametrize("b", [1.25, 2.0, 2.5])
+@pytest.mark.parametrize("max_out", [1, 2])
+def test_explanation_mode_same_output_and_exactly_linear(case, b, max_out):
+    layer, x = _conv(case, b, max_out), _input(case, n=1, size=6)
+    y = layer(x)
+    with explanation_mode(layer):
+        assert torch.equal(layer(x), y)  # the same numbers, only the graph differs
+        jac = _jacobian(layer, x)
+    assert not layer.explanation_mode  # restored
+    torch.testing.assert_close(jac @ x.flatten(), y.flatten(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+def test_explanation_jacobian_is_scaled_unit_filters(case):
+    """In explanation mode ∂y/∂x = diag(s(x))·Ŵ with s = |cos|^(B−1)/scale: the conv of ŵ, row-scaled."""
+    layer, x = _conv(case, b=2.5, scale=0.7), _input(case, n=1, size=6)
+    w_hat = layer.effective_weight().detach()
+
+    def lin_fn(v):
+        return F.conv2d(v, w_hat, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+    s = (layer(x) / lin_fn(x)).flatten()  # the dynamic scale per output
+    with explanation_mode(layer):
+        jac = _jacobian(layer, x)
+    torch.testing.assert_close(jac, s[:, None] * _jacobian(lin_fn, x), rtol=1e-9, atol=1e-12)
+
+
+def test_explanation_mode_linear_layer_jacobian():
+    torch.manual_seed(0)
+    layer = BcosLinear(6, 4, b=2.0, max_out=2).double()
+    x = torch.randn(6, dtype=torch.float64)
+    y = layer(x)
+    with explanation_mode(layer):
+        jac = _jacobian(layer, x)
+    torch.testing.assert_close(jac @ x, y, rtol=1e-10, atol=1e-12)
+    # each row is the winning filter ŵ times the scale
+    w_hat = layer.effective_weight().detach()
+    winners = (x @ w_hat.T).view(4, 2).argmax(1) + 2 * torch.arange(4)
+    s = y / (x @ w_hat[winners].T)
+    torch.testing.assert_close(jac, s[:, None] * w_hat[winners], rtol=1e-10, atol=1e-12)
+
+
+def test_explanation_mode_switch_covers_all_layers_and_restores():
+    model = torch.nn.Sequential(BcosConv2d(2, 4, 3, padding=1), UncentredBatchNorm2d(4), BcosConv2d(4, 4, 1))
+    model[1].explanation_mode = True  # a pre-set flag must be restored as it was
+    with explanation_mode(model):
+        assert all(m.explanation_mode for m in model)
+    assert [m.explanation_mode for m in model] == [False, True, False]
+
+
+# --- invalid arguments --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("b", [0.5, 0.0, -1.0, float("nan"), float("inf")])
+def test_invalid_b_raises(b):
+    with pytest.raises(ValueError, match="B must be"):
+        BcosConv2d(2, 2, 3, b=b)
+    with pytest.raises(ValueError, match="B must be"):
+        BcosLinear(2, 2, b=b)
+    with pytest.raises(ValueError, match="B must be"):
+        v1_logit_temperature(b)
+
+
+def test_other_invalid_arguments_raise():
+    with pytest.raises(ValueError, match="divisible by groups"):
+        BcosConv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="max_out"):
+        BcosConv2d(2, 2, 3, max_out=0)
+    with pytest.raises(ValueError, match="scale"):
+        BcosConv2d(2, 2, 3, scale=0.0)
+    with pytest.raises(ValueError, match="expects"):
+        BcosConv2d(2, 2, 3)(torch.zeros(1, 3, 5, 5))
+    with pytest.raises(ValueError, match="temperature"):
+        LogitLayer(10, temperature=float("nan"))
+
+
+# --- v1: layer scale and logit temperature ------------------------------------------------------------
+
+def test_v1_layer_scale_is_k_sqrt_cin_over_100():
+    assert BcosConv2d(16, 8, 3, scale="auto").scale == pytest.approx(3 * 4 / 100)
+    assert BcosConv2d(2, 8, 5, scale="auto").scale == pytest.approx(5 * math.sqrt(2) / 100)
+    assert BcosConv2d(4, 8, (3, 1), scale="auto").scale == pytest.approx(math.sqrt(3) * 2 / 100)
+    assert BcosLinear(64, 8, scale="auto").scale == pytest.approx(8 / 100)
+    assert v1_layer_scale((3, 3), 16) == pytest.approx(0.12)
+    assert BcosConv2d(2, 2, 3).scale == 1.0  # v2: no scale
+
+
+def test_v1_layer_scale_divides_the_output():
+    case = (4, 6, 3, 1, 1, 1, 1)
+    scaled, plain, x = _conv(case, scale="auto"), _conv(case), _input(case)
+    torch.testing.assert_close(scaled(x) * scaled.scale, plain(x), rtol=1e-12, atol=1e-12)
+
+
+def test_v1_cifar_scale_and_temperature_table():
+    assert v1_cifar_layer_scale(2.5) == pytest.approx(1e-2)
+    assert v1_cifar_layer_scale(1.0) == pytest.approx(10 ** 0.25)
+    for b, t in V1_CIFAR_LOG10_TEMPERATURE.items():
+        assert v1_logit_temperature(b) == pytest.approx(10 ** t)
+    assert v1_logit_temperature(3.0) == pytest.approx(1e3)  # held at the last entry
+    # between entries: log-linear, monotone where the table is
+    assert 1e1 < v1_logit_temperature(1.875) < 1e2
+    assert v1_logit_temperature(1.875) == pytest.approx(10 ** 1.5)
+    temps = [v1_logit_temperature(1 + i / 20) for i in range(41)]
+    assert all(a <= b for a, b in zip(temps, temps[1:]))
+
+
+def test_bcos_cnn_v1_defaults():
+    from bcos_lib import create_model
+    from bcos_lib.models.cnn import bcos_cnn
+
+    m = bcos_cnn(variant="v1", b=2.0, channels=(4, 4), strides=(1, 2))
+    convs = [mod for mod in m.modules() if isinstance(mod, BcosConv2d)]
+    assert all(c.scale == pytest.approx(v1_cifar_layer_scale(2.0)) for c in convs)
+    assert [c.max_out for c in convs] == [2, 2, 1]  # MaxOut 2, the classifier without
+    assert m.logit.temperature == pytest.approx(100.0)
+    assert not any(isinstance(mod, UncentredBatchNorm2d) for mod in m.modules())
+    auto = bcos_cnn(variant="v1", b=1.6, layer_scale="auto", logit_temperature=3.0, channels=(4,), strides=(1,))
+    assert auto.features[0].scale == pytest.approx(3 * math.sqrt(2) / 100) and auto.logit.temperature == 3.0
+    v2 = create_model("bcos_cnn")
+    assert v2.logit.temperature == 1.0 and all(c.scale == 1.0 for c in v2.modules() if isinstance(c, BcosConv2d))
+    with pytest.raises(ValueError, match="v1"):
+        bcos_cnn(variant="v2", layer_scale="auto")
+    with pytest.raises(ValueError, match="layer_scale"):
+        bcos_cnn(variant="v1", layer_scale="bogus")
