@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2.5e3: YAML 1.1 strings, YAML 1.2 floats
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -168,6 +172,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if tp is float:
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string; DVC (YAML 1.2) as a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
         return float(value)
@@ -241,7 +247,13 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
         if name not in profiles:
             raise ConfigError(f"unknown profile {name!r}; defined in params.yaml `profiles`: "
                               f"default, {', '.join(profiles) or '(none)'}")
-        raw = deep_merge(raw, profiles[name])
+        _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
+        merged = deep_merge(raw, profiles[name] or {})
+        try:
+            _build(Params, merged, "")
+        except ConfigError as e:
+            raise ConfigError(f"in profile {name!r} (profiles.{name} in params.yaml): {e}") from None
+        raw = merged
     raw.setdefault("base", {})["profile"] = name
     params = _build(Params, raw, "")
     for pname, over in profiles.items():  # every profile must itself be valid, not only the active one

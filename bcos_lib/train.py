@@ -27,7 +27,8 @@ from .data import ImageDataset
 from .models.base import prepare_input
 from .utils import atomic_torch_save
 
-__all__ = ["fit", "evaluate_accuracy", "loss_fn", "TrainingError", "batches", "config_fingerprint", "CHECKPOINT_FORMAT"]
+__all__ = ["fit", "evaluate_accuracy", "loss_fn", "TrainingError", "batches", "config_fingerprint", "load_train_checkpoint",
+           "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "bcos-companion/train-checkpoint-v1"
 
@@ -94,13 +95,13 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
-def _diagnose(model: nn.Module, x: Tensor, loss: Tensor, cfg: TrainConfig) -> str:
+def _diagnose(model: nn.Module, x: Tensor, cfg: TrainConfig, loss_name: str) -> str:
     if not torch.isfinite(x).all():
         return "the input batch itself contains NaN/Inf: check the dataset files"
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         return f"parameters became non-finite ({', '.join(bad[:3])}): the learning rate {cfg.lr:g} is likely too high"
-    return f"the loss overflowed: lower the learning rate ({cfg.lr:g}) or check the loss ({cfg.loss})"
+    return f"the loss overflowed: lower the learning rate ({cfg.lr:g}) or check the loss ({loss_name})"
 
 
 def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | None, cfg: TrainConfig, *,
@@ -125,9 +126,15 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         ck = load_train_checkpoint(checkpoint_path)
         if ck.get("fingerprint") == fingerprint:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
+            try:
+                model.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:  # the code changed since the checkpoint was written
+                raise TrainingError(f"training checkpoint {checkpoint_path} does not fit this model or optimiser "
+                                    f"({str(e).splitlines()[0]}); delete it to start the training afresh") from e
             torch.set_rng_state(ck["rng"])
+            if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ck["cuda_rng"])
             state = ck["state"]
             log(f"resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
         else:
@@ -136,7 +143,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     def save_checkpoint() -> None:
         if checkpoint_path is not None:
             atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
-                               "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "state": state},
+                               "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                               "state": state},
                               checkpoint_path)
 
     while state["epoch"] < cfg.epochs:
@@ -156,7 +165,7 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
             loss = loss_fn(loss_name, out, y)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
-                                    f"(global step {state['global_step'] + 1}): {_diagnose(model, x, loss, cfg)}")
+                                    f"(global step {state['global_step'] + 1}): {_diagnose(model, x, cfg, loss_name)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -194,4 +203,8 @@ def load_train_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                             "delete it to start the training afresh") from e
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a bcos-companion training checkpoint; delete it to start afresh")
+    missing = [k for k in ("fingerprint", "model", "optimizer", "rng", "state") if k not in ck]
+    if missing:
+        raise TrainingError(f"training checkpoint {path} is incomplete (no {', '.join(missing)}); "
+                            "delete it to start the training afresh")
     return ck

@@ -54,7 +54,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`atomic_write`.  It writes to an open file, not to the temporary
+    path: torch names the archive inside the file after a path, so equal objects give equal bytes."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return atomic_write(path, write)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -18,7 +18,8 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     model = load_trained(run, key)
     test_ds = load_data(run, "test")
     t0 = time.time()
-    scores, deletion, summary = evaluate_model(model, test_ds, cfg, run.device, log=log)
+    scores, deletion, summary = evaluate_model(model, test_ds, cfg, run.device, log=log,
+                                             seed=run.params.base.seed)
     scores.insert(0, "model", key)
     deletion.insert(0, "model", key)
     summary = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..data import ImageDataset
 from ..pipeline import Run, load_data, load_trained
-from ..utils import atomic_torch_save, write_json
+from ..utils import atomic_torch_save, versions, write_json
 
 
 def pick_images(ds: ImageDataset, n: int) -> torch.Tensor:
@@ -59,7 +59,8 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     explainable = bool(getattr(model, "explainable", False))
     metrics = {"model": key, "explainable": explainable, "n_checked": len(xs),
                "identity_max_rel_error": float(err.max()), "identity_median_rel_error": float(err.median()),
-               "sums_to_logit": bool(explainable and float(err.max()) < 1e-3)}
+               "sums_to_logit": bool(explainable and float(err.max()) < 1e-3),
+               "seed": run.params.base.seed, "profile": run.params.base.profile, "versions": versions()}
     out = run.path("results", "explain", key)
     atomic_torch_save({"key": key, "label": run.params.model(key).label or key, "indices": idx,
                        "images": test_ds.images[idx], "labels": test_ds.labels[idx], "classes": test_ds.classes,
