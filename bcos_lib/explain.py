@@ -98,19 +98,44 @@ def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None)
     return out.flatten(2).sum(-1) if out.dim() > 2 else out
 
 
+@contextmanager
+def _parameters_frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients for the block (restored after).
+
+    W(x) = ∂y/∂x needs no parameter gradient; with the parameters frozen autograd records
+    nothing for computations on parameters alone (e.g. the unit-norm weights ŵ = w/‖w‖).
+    """
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def _batched_vjp(out: Tensor, x: Tensor, targets: Tensor) -> Tensor:
-    """∂out[n, targets[n, t]]/∂x for all t, sharing one forward: (N, T, *x.shape[1:])."""
+    """∂out[n, targets[n, t]]/∂x for all t, sharing one forward: (N, T, *x.shape[1:]).
+
+    On the CPU one backward pass per target through the retained graph is faster than the
+    vmapped (``is_grads_batched``) backward, whose convolution backward runs per target
+    anyway and adds copies; elsewhere the vmapped backward is tried first.
+    """
     n, t = targets.shape
     grad_out = torch.zeros(t, *out.shape, dtype=out.dtype, device=out.device)
     grad_out.scatter_(2, targets.T.unsqueeze(-1), 1.0)
     if t == 1:
         (g,) = torch.autograd.grad(out, x, grad_out[0])
-        return g.unsqueeze(1)
-    try:
-        (g,) = torch.autograd.grad(out, x, grad_out, is_grads_batched=True, retain_graph=True)
-    except RuntimeError:  # an op without a batching rule: one backward per target, same forward
-        g = torch.stack([torch.autograd.grad(out, x, go, retain_graph=True)[0] for go in grad_out])
-    return g.transpose(0, 1)
+        return g.unsqueeze(1).contiguous()
+    if x.device.type != "cpu":
+        try:
+            (g,) = torch.autograd.grad(out, x, grad_out, is_grads_batched=True, retain_graph=True)
+            return g.transpose(0, 1).contiguous()
+        except RuntimeError:  # an op without a batching rule: one backward per target, same forward
+            pass
+    grads = [torch.autograd.grad(out, x, grad_out[i], retain_graph=i < t - 1)[0] for i in range(t)]
+    return torch.stack(grads, 1).contiguous()
 
 
 def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, layer: str | None = None,
@@ -123,9 +148,19 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     """
     if x.dim() != 4:
         raise ValueError(f"explain expects a batch of images (N, C, H, W), got {tuple(x.shape)}")
-    x = x.detach().clone().requires_grad_(True)
-    with _eval_mode(model), torch.enable_grad(), explanation_mode(model, explanation_mode_on):
-        out = dynamic_linear_output(model, x, layer)
+    x = x.detach().clone()
+    # on the CPU the channels-last layout makes the convolutions' backward passes faster;
+    # a model that cannot take it (a .view on a permuted activation) gets the plain layout
+    x_in = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+    x_in.requires_grad_(True)
+    with _eval_mode(model), _parameters_frozen(model), torch.enable_grad(), explanation_mode(model, explanation_mode_on):
+        try:
+            out = dynamic_linear_output(model, x_in, layer)
+        except RuntimeError:
+            if x_in is x:
+                raise
+            x_in = x.requires_grad_(True)
+            out = dynamic_linear_output(model, x_in, layer)
         if targets is None:
             targets = out.argmax(1)
         targets = torch.as_tensor(targets, device=out.device).long()
@@ -137,7 +172,7 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
             raise ValueError(f"{targets.shape[0]} targets for {len(x)} images")
         if (targets < 0).any() or (targets >= out.shape[1]).any():
             raise ValueError(f"targets must lie in [0, {out.shape[1]})")
-        weights = _batched_vjp(out, x, targets)
+        weights = _batched_vjp(out, x_in, targets)
     out = out.detach()
     xd = x.detach().unsqueeze(1)
     contributions = weights * xd

@@ -189,3 +189,80 @@ def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figu
         b.set(xlabel="B", ylabel="mean localisation (own explanation)", title="grid pointing game vs B", ylim=(0, 1))
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- evaluation (SPEC §6)
+def _method_labels(methods: pd.Series) -> pd.Series:
+    """Method names → their plot labels (``bcos_lib.attribution.method_label``); unknown names stay."""
+    from .attribution import METHODS, method_label
+
+    known = set(METHODS) | {"random"}
+    return methods.map(lambda m: method_label(m) if m in known else m)
+
+
+def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | None = None) -> Figure:
+    """Grid pointing game scores (the rows of ``bcos_lib.metrics.score_grids``, several models
+    concatenated with a ``model`` column): one box per method and model, and a dashed line at
+    the score of a uniform map, 1/n² (from ``uniform`` or the number of cells per grid)."""
+    import seaborn as sns
+
+    df = scores.assign(method_label=_method_labels(scores["method"]))
+    order = list(dict.fromkeys(df["method_label"]))
+    hue = "model" if "model" in df.columns and df["model"].nunique() > 1 else None
+    if ax is None:
+        n_boxes = len(order) * (df["model"].nunique() if hue else 1)
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * n_boxes + 2.5), 3.4))
+    else:
+        fig = ax.figure
+    sns.boxplot(data=df, x="method_label", y="score", hue=hue, order=order, ax=ax, fliersize=1.5, linewidth=0.8)
+    if uniform is None and "cell" in df.columns and len(df):
+        uniform = 1.0 / (int(df["cell"].max()) + 1)
+    if uniform is not None:
+        ax.axhline(uniform, ls="--", lw=1, color="tab:gray", label="uniform")
+        ax.text(ax.get_xlim()[1], uniform, " uniform", va="center", ha="left", fontsize=7, color="tab:gray")
+    ax.set(xlabel="", ylabel="localisation score", ylim=(-0.02, 1.02),
+           title="grid pointing game (share of positive attribution in the target's cell)")
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.title.set_fontsize(9)
+    if hue:
+        ax.legend(fontsize=7, title="model", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
+    """Pixel-deletion curves (the rows of ``bcos_lib.metrics.pixel_deletion``, several models
+    concatenated with a ``model`` column): the mean probability of the predicted class
+    against the fraction of pixels removed, one colour per method (the same in every panel),
+    solid = most important first, dashed = least important first, dotted = random order.
+    One panel per model (one axis when ``ax`` is given: then the colours name model and method)."""
+    import seaborn as sns
+
+    df = deletion.assign(method=_method_labels(deletion["method"]))
+    models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
+    if ax is not None and len(models) > 1:
+        df = df.assign(method=df["model"].astype(str) + ": " + df["method"])
+    names = list(dict.fromkeys(df["method"]))
+    palette = dict(zip(names, sns.color_palette("tab10", len(names))))
+    dashes = {"most": "", "least": (4, 2), "random": (1, 1.5)}
+    if ax is not None:
+        fig, panels = ax.figure, [(ax, df, "pixel deletion" if len(models) > 1 else str(models[0] or "pixel deletion"))]
+    else:
+        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 1.8, 3.3), squeeze=False, sharey=True)
+        panels = [(a, df if m is None else df[df["model"] == m], "pixel deletion" if m is None else str(m))
+                  for a, m in zip(axes[0], models)]
+    for a, d, title in panels:
+        sns.lineplot(data=d, x="fraction", y="score", hue="method", palette=palette, style="order", dashes=dashes,
+                     marker="o", markersize=3, ax=a, legend=False)
+        a.set(xlabel="fraction of pixels removed", ylabel="probability of the predicted class", title=title,
+              xlim=(0, 1), ylim=(-0.02, 1.02))
+    from matplotlib.lines import Line2D
+
+    orders = [o for o in dashes if o in set(df["order"])]
+    handles = [Line2D([], [], color=palette[n], marker="o", markersize=3, label=n) for n in names]
+    order_names = {"most": "most important first", "least": "least important first", "random": "random order"}
+    handles += [Line2D([], [], color="black", ls=(0, dashes[o]) if dashes[o] else "-", label=order_names[o])
+                for o in orders]
+    panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig

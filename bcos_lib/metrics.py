@@ -1,0 +1,373 @@
+"""Quantitative evaluation of explanations: the grid pointing game and pixel deletion.
+
+**Grid pointing game** (localisation; CoDA Nets §5, B-cos v1 §5.2; SPEC §6), step by step:
+
+1. :func:`confident_pool` — keep the test images that the model classifies correctly with
+   confidence > ``min_confidence`` (the sigmoid of the logit for models trained with
+   binary cross-entropy, ``default_loss == "bce"``; the softmax otherwise), sorted by
+   confidence per class.
+2. :func:`make_grids` — with a fixed seed, draw n² *distinct* classes and one pool image of
+   each, and tile them into an n×n grid (3×3 on 28×28 images: 84×84 grids).
+3. :func:`bcos_lib.attribution.attribute` — for each class in the grid, the attribution map
+   for that class over the whole grid, summed over channels; optionally smoothed
+   (avg-pool, ``smooth``), then clamped at ≥ 0.
+4. :func:`localisation_scores` — score = positive attribution inside that class's cell /
+   positive attribution in the whole grid (0 when there is none).  An oracle scores 1,
+   a uniform map 1/n².
+
+The pool is the *model's* own (which images it gets right and how confidently), so two
+models are scored on different grids — as in the public code.  For one model, every
+method is scored on the same grids (drawn once, from a pool that does not depend on the
+method), and the first k of n grids drawn with a seed are the k grids drawn with that seed.
+
+**Pixel deletion**: remove the pixels an attribution ranks most (or least) important first,
+in equal steps, and follow the probability of the originally predicted class; a good
+ranking makes it fall fast (a small area under the curve for ``order="most"``).  A
+``"random"`` ranking is the baseline.
+
+Note on the public v1 code: its smoothing argument is an undefined name; here ``smooth``
+is an avg-pool kernel size (1 = no smoothing), applied before clamping.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attribution import METHODS, POSTHOC_METHODS, _evaluating, attribute
+from .config import EvaluateConfig
+from .data import ImageDataset
+from .layers.explanation_mode import is_explainable
+from .models.base import prepare_input
+
+__all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
+           "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "method_options",
+           "evaluate_model", "DELETION_METHODS"]
+
+#: what :func:`pixel_deletion` accepts: every attribution method and a random ranking
+DELETION_METHODS = METHODS + ("random",)
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot run as configured; the message says what to change."""
+
+
+def class_probabilities(model: nn.Module, logits: Tensor) -> Tensor:
+    """Per-class probabilities as the model was trained: sigmoid for BCE models, softmax otherwise."""
+    if getattr(model, "default_loss", "ce") == "bce":
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: Tensor, batch_size: int, device: torch.device | str) -> Tensor:
+    """Class probabilities of images in [0, 1], in batches (model in eval mode)."""
+    probs = []
+    with _evaluating(model):
+        for i in range(0, len(images), max(1, batch_size)):
+            x = images[i:i + batch_size].to(device)
+            probs.append(class_probabilities(model, model(prepare_input(model, x))).float().cpu())
+    return torch.cat(probs) if probs else torch.zeros(0, 0)
+
+
+def confident_pool(model: nn.Module, ds: ImageDataset, min_confidence: float = 0.5, batch_size: int = 256,
+                   device: torch.device | str = "cpu") -> dict[int, Tensor]:
+    """Step 1: for every class, the indices of the images of ``ds`` that ``model`` classifies
+    correctly with confidence > ``min_confidence``, most confident first.
+
+    Every class of ``ds`` is a key; a class with no such image maps to an empty LongTensor.
+    """
+    probs = _predict(model, ds.images, batch_size, device)
+    confidence, predicted = probs.max(1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    keep = (predicted == ds.labels) & (confidence > min_confidence)
+    pool = {}
+    for c in range(ds.num_classes):
+        idx = torch.nonzero(keep & (ds.labels == c)).flatten()
+        order = torch.argsort(confidence[idx], descending=True, stable=True)
+        pool[c] = idx[order].long()
+    return pool
+
+
+def make_grids(ds: ImageDataset, pool: dict[int, Tensor], n: int = 3, n_grids: int = 500,
+               seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Step 2: ``n_grids`` n×n grids of images of n² distinct classes, drawn with ``seed``.
+
+    Returns ``grids`` (G, C, n·H, n·W) and ``classes`` (G, n²): the class in each cell, in
+    row-major order (cell k is row k // n, column k % n).  Each grid draws its classes
+    uniformly among those with pool images, then one pool image per class, uniformly.
+    """
+    if n < 1 or n_grids < 1:
+        raise ValueError(f"need n ≥ 1 and n_grids ≥ 1 (got n={n}, n_grids={n_grids})")
+    cells = n * n
+    if cells > ds.num_classes:
+        raise EvaluationError(f"a {n}×{n} grid needs {cells} distinct classes but the dataset has {ds.num_classes}: "
+                              f"use a smaller grid (evaluate.grid_size ≤ {math.isqrt(ds.num_classes)})")
+    available = [c for c in sorted(pool) if len(pool[c])]
+    if not available:
+        raise EvaluationError("no test image is classified correctly with enough confidence, so there is nothing "
+                              "to build grids from: train the model longer, or lower evaluate.min_confidence")
+    if len(available) < cells:
+        raise EvaluationError(f"a {n}×{n} grid needs {cells} distinct classes with confidently classified images, "
+                              f"but only {len(available)} class(es) have any ({available}): train the model longer, "
+                              f"lower evaluate.min_confidence, or use a smaller evaluate.grid_size")
+    gen = torch.Generator().manual_seed(seed)
+    available_t = torch.tensor(available)
+    classes = torch.empty(n_grids, cells, dtype=torch.long)
+    picks = torch.empty(n_grids, cells, dtype=torch.long)
+    for g in range(n_grids):  # one grid at a time, so that a prefix of the draws does not depend on n_grids
+        chosen = available_t[torch.randperm(len(available), generator=gen)[:cells]]
+        u = torch.rand(cells, generator=gen)
+        classes[g] = chosen
+        for k, c in enumerate(chosen.tolist()):
+            candidates = pool[c]
+            picks[g, k] = candidates[min(int(u[k] * len(candidates)), len(candidates) - 1)]
+    images = ds.images[picks.flatten()]                      # (G·n², C, H, W)
+    _, c, h, w = images.shape
+    grids = images.reshape(n_grids, n, n, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n_grids, c, n * h, n * w)
+    return grids.contiguous(), classes
+
+
+def localisation_scores(attributions: Tensor, n: int, smooth: int = 1, cells: Tensor | None = None) -> Tensor:
+    """Steps 3–4: the share of each map's positive mass that lies in its target's cell.
+
+    ``attributions`` (G, T, H', W') with H', W' divisible by n; map t of grid g belongs to
+    cell ``cells[g, t]`` (default: cell t, as :func:`make_grids` lays classes out).  Each map is
+    avg-pooled with a ``smooth``×``smooth`` window (stride 1, same size; 1 = none), clamped at
+    ≥ 0, and scored as mass in the cell / mass in the grid, 0 where the grid has no positive
+    mass.  Returns (G, T) scores in [0, 1].
+    """
+    if attributions.dim() != 4:
+        raise ValueError(f"attributions must be (G, T, H, W), got {tuple(attributions.shape)}")
+    g, t, h, w = attributions.shape
+    if h % n or w % n:
+        raise ValueError(f"a {h}×{w} map cannot be split into {n}×{n} equal cells")
+    a = attributions.detach().float()
+    if smooth > 1:
+        a = F.avg_pool2d(a, smooth, stride=1, padding=smooth // 2, count_include_pad=False)[..., :h, :w]
+    a = a.clamp_min(0)
+    mass = a.reshape(g, t, n, h // n, n, w // n).sum((3, 5)).reshape(g, t, n * n)  # (G, T, cells)
+    if cells is None:
+        if t > n * n:
+            raise ValueError(f"{t} maps per grid but only {n * n} cells: pass `cells`")
+        cells = torch.arange(t, device=a.device).expand(g, t)
+    inside = mass.gather(2, cells.to(a.device).long().unsqueeze(-1)).squeeze(-1)
+    total = mass.sum(-1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(total))
+
+
+def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n: int = 3, smooth: int = 1,
+                batch_size: int = 16, device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
+    """Steps 3–4 on given grids: one row per (grid, cell) with columns grid, cell, target, score, method.
+
+    ``batch_size`` grids at a time; all n² targets of a grid are attributed in one call (for
+    ``"own"``: one shared forward pass and batched backward passes, see :func:`bcos_lib.explain.explain`).
+    """
+    scores = []
+    for i in range(0, len(grids), max(1, batch_size)):
+        x = prepare_input(model, grids[i:i + batch_size].to(device))
+        targets = classes[i:i + batch_size].to(device)
+        maps = attribute(model, x, targets, method, **method_opts)
+        scores.append(localisation_scores(maps, n, smooth).cpu())
+    s = torch.cat(scores) if scores else torch.zeros(0, n * n)
+    g, t = s.shape
+    return pd.DataFrame({
+        "grid": np.repeat(np.arange(g), t),
+        "cell": np.tile(np.arange(t), g),
+        "target": classes[:g].reshape(-1).numpy(),
+        "score": s.reshape(-1).double().numpy(),
+        "method": method,
+    })
+
+
+def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int = 3, n_grids: int = 500,
+                       seed: int = 0, min_confidence: float = 0.5, smooth: int = 1, batch_size: int = 16,
+                       device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
+    """The grid pointing game (SPEC §6) of ``method`` on ``model``: one row per (grid, cell).
+
+    Columns: grid, cell, target (the cell's class), score (in [0, 1]), method.  The grids
+    depend on the model (through its confident pool), ``n``, ``n_grids``, ``seed`` and
+    ``min_confidence`` only — not on the method.  ``method_opts`` go to :func:`bcos_lib.attribution.attribute`.
+    """
+    pool = confident_pool(model, ds, min_confidence, batch_size * n * n, device)
+    grids, classes = make_grids(ds, pool, n, n_grids, seed)
+    return score_grids(model, grids, classes, method, n, smooth, batch_size, device, **method_opts)
+
+
+# ----------------------------------------------------------------------------- pixel deletion
+def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: int = 200, steps: int = 20,
+                   seed: int = 0, order: str = "most", device: torch.device | str = "cpu", batch_size: int = 64,
+                   **method_opts: Any) -> pd.DataFrame:
+    """Deletion curve: the mean probability of the predicted class as pixels are removed.
+
+    ``n_images`` images of ``ds`` (drawn with ``seed``) are explained for their predicted
+    class; pixels (all channels of one position at once) are ranked by that map —
+    ``order="most"``: highest attribution first, ``"least"``: lowest first — or at random
+    (``method="random"``; its rows say order "random").  After each of ``steps`` equal steps the removed pixels are set
+    to 0 *in image space* (before ``prepare_input``) and the class probability (sigmoid
+    for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: method, order,
+    fraction (of pixels removed, 0 … 1), score (mean probability), score_std.
+    """
+    if method not in DELETION_METHODS:
+        raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(DELETION_METHODS)}")
+    if order not in ("most", "least"):
+        raise ValueError(f"order must be 'most' or 'least' (got {order!r})")
+    if steps < 1 or n_images < 1:
+        raise ValueError(f"need steps ≥ 1 and n_images ≥ 1 (got {steps}, {n_images})")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=gen)[:n_images]
+    rank_gen = torch.Generator().manual_seed(seed + 1)
+    curves = []
+    with _evaluating(model):
+        for i in range(0, len(idx), max(1, batch_size)):
+            images = ds.images[idx[i:i + batch_size]].to(device)
+            b, c, h, w = images.shape
+            with torch.no_grad():
+                predicted = model(prepare_input(model, images)).argmax(1)
+            if method == "random":
+                ranking = torch.argsort(torch.rand(b, h * w, generator=rank_gen), dim=1).to(device)
+            else:
+                maps = attribute(model, prepare_input(model, images), predicted, method, **method_opts)[:, 0]
+                ranking = torch.argsort(maps.flatten(1), dim=1, descending=order == "most", stable=True)
+            position = torch.empty_like(ranking)              # position[j, p] = rank of pixel p in image j
+            position.scatter_(1, ranking, torch.arange(h * w, device=ranking.device).expand(b, -1))
+            probs = []
+            with torch.no_grad():
+                for k in range(steps + 1):
+                    removed = round(k / steps * h * w)
+                    keep = (position >= removed).reshape(b, 1, h, w).to(images.dtype)
+                    p = class_probabilities(model, model(prepare_input(model, images * keep)))
+                    probs.append(p.gather(1, predicted[:, None])[:, 0].float().cpu())
+            curves.append(torch.stack(probs, 1))              # (b, steps + 1)
+    curve = torch.cat(curves).double()
+    return pd.DataFrame({
+        "method": method,
+        "order": "random" if method == "random" else order,
+        "fraction": np.arange(steps + 1) / steps,
+        "score": curve.mean(0).numpy(),
+        "score_std": curve.std(0, unbiased=False).numpy(),
+    })
+
+
+def deletion_auc(df: pd.DataFrame) -> float:
+    """Area under one deletion curve (trapezoidal, over fraction ∈ [0, 1]).
+
+    ``df`` holds one curve (one method and order); for several use
+    ``df.groupby(["method", "order"]).apply(deletion_auc)``.
+    """
+    keys = [k for k in ("method", "order", "model") if k in df.columns]
+    if keys and len(df.groupby(keys)) > 1:
+        raise ValueError(f"deletion_auc takes one curve; this frame has {len(df.groupby(keys))} "
+                         f"(group by {keys} first)")
+    d = df.sort_values("fraction")
+    f, s = d["fraction"].to_numpy(float), d["score"].to_numpy(float)
+    return float(np.sum((s[1:] + s[:-1]) / 2 * np.diff(f)))
+
+
+# ----------------------------------------------------------------------------- the evaluate stage
+def method_options(method: str, cfg: EvaluateConfig) -> dict[str, Any]:
+    """The attribution options that ``cfg`` sets for ``method``."""
+    if method == "ig":
+        return {"steps": cfg.ig_steps}
+    if method == "occlusion":
+        return {"window": cfg.occlusion_window, "stride": cfg.occlusion_stride}
+    return {}
+
+
+def _summary_stats(scores: pd.Series) -> dict[str, float]:
+    v = scores.to_numpy(float)
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()), "n": int(len(v))}
+
+
+def evaluate_model(model: nn.Module, test_ds: ImageDataset, cfg: EvaluateConfig, device: torch.device | str = "cpu",
+                   log: Callable[[str], None] = print, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Run the evaluate stage for one model: the grid pointing game and pixel deletion.
+
+    Every method of ``cfg.methods`` that applies to the model is scored on the same grids
+    (``"own"`` only for explainable models; it is skipped, with a log line, otherwise).
+    ``"own"`` uses all ``cfg.n_grids`` grids, the post-hoc methods the first
+    ``cfg.posthoc_n_grids`` of them when that is > 0.  Then, for each of
+    ``cfg.deletion_methods``, deletion curves with the most and with the least important
+    pixels first (``"random"``: one curve, the baseline of both).
+
+    Returns ``(scores, deletion, summary)``: the :func:`score_grids` rows of every method; the
+    :func:`pixel_deletion` rows of every curve; and a JSON-serialisable dict::
+
+        {"grid": {n, n_grids, posthoc_n_grids, seed, min_confidence, smooth, uniform_score,
+                  confident_images, classes_with_confident_images},
+         "deletion_settings": {n_images, steps, seed},
+         "localisation": {method: {mean, median, std, n, n_grids}},   # n = number of scores
+         "deletion": {method: {auc_most, auc_least}},                 # random: the same AUC twice
+         "skipped": {method: why}}
+    """
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    unknown += [m for m in cfg.deletion_methods if m not in DELETION_METHODS]
+    if unknown:
+        raise ValueError(f"evaluate: unknown method(s) {unknown}; localisation methods: {', '.join(METHODS)}; "
+                         f"deletion methods: {', '.join(DELETION_METHODS)}")
+    explainable = is_explainable(model)
+    skipped: dict[str, str] = {}
+
+    def applies(method: str) -> bool:
+        if method == "own" and not explainable:
+            if method not in skipped:
+                skipped[method] = (f"{type(model).__name__} is not dynamic linear (no explanation mode), "
+                                   "so it has no explanation of its own")
+                log(f"evaluate: skipping 'own': {skipped[method]}")
+            return False
+        return True
+
+    n = cfg.grid_size
+    pool = confident_pool(model, test_ds, cfg.min_confidence, cfg.batch_size * n * n, device)
+    grids, classes = make_grids(test_ds, pool, n, cfg.n_grids, seed)
+    posthoc_grids = min(cfg.posthoc_n_grids, cfg.n_grids) if cfg.posthoc_n_grids > 0 else cfg.n_grids
+    localisation: dict[str, dict[str, Any]] = {}
+    frames = []
+    for method in cfg.methods:
+        if not applies(method):
+            continue
+        g = cfg.n_grids if method == "own" else posthoc_grids
+        start = time.perf_counter()
+        df = score_grids(model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, device,
+                         **method_options(method, cfg))
+        frames.append(df)
+        localisation[method] = {**_summary_stats(df["score"]), "n_grids": int(g)}
+        log(f"evaluate: {method:<16} localisation {localisation[method]['mean']:.3f} "
+            f"(median {localisation[method]['median']:.3f}, {g} grids, {time.perf_counter() - start:.1f} s)")
+    deletion: dict[str, dict[str, float]] = {}
+    deletion_frames = []
+    for method in cfg.deletion_methods:
+        if not applies(method):
+            continue
+        start = time.perf_counter()
+        opts = method_options(method, cfg) if method in POSTHOC_METHODS else {}
+        aucs = {}
+        for order in (("most",) if method == "random" else ("most", "least")):
+            df = pixel_deletion(model, test_ds, method, cfg.deletion_images, cfg.deletion_steps, seed, order, device,
+                                batch_size=cfg.batch_size * n * n, **opts)
+            deletion_frames.append(df)
+            aucs[f"auc_{order}"] = deletion_auc(df)
+        deletion[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
+        log(f"evaluate: {method:<16} deletion AUC most first {deletion[method]['auc_most']:.3f}, least first "
+            f"{deletion[method]['auc_least']:.3f} ({cfg.deletion_images} images, {time.perf_counter() - start:.1f} s)")
+    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["grid", "cell", "target", "score", "method"])
+    curves = pd.concat(deletion_frames, ignore_index=True) if deletion_frames else pd.DataFrame(
+        columns=["method", "order", "fraction", "score", "score_std"])
+    summary = {
+        "grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids), "seed": int(seed),
+                 "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
+                 "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
+                 "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
+        "deletion_settings": {"n_images": int(min(cfg.deletion_images, len(test_ds))), "steps": int(cfg.deletion_steps),
+                              "seed": int(seed)},
+        "localisation": localisation,
+        "deletion": deletion,
+        "skipped": skipped,
+    }
+    return scores, curves, summary
