@@ -76,7 +76,7 @@ def bcos_scale(linear_out: Tensor, norm: Tensor, b: float, detach: bool) -> Tens
     abs_cos = (linear_out / norm).abs() + COS_EPS
     if detach:
         abs_cos = abs_cos.detach()
-    return abs_cos.pow(b - 1)
+    return abs_cos if b == 2 else abs_cos.pow(b - 1)  # B = 2 (the default) needs no pow
 
 
 def _check_b(b: float) -> float:
