@@ -25,8 +25,16 @@ import yaml
 
 from bcos_lib import ImageClassifier, create_model, list_models, pipeline
 from bcos_lib.config import ConfigError, TrainConfig, deep_merge, load_params
-from bcos_lib.data import (FASHION_MNIST_FILES, DataError, ImageDataset, fetch_fashion_mnist, load_fashion_mnist,
-                           read_idx, subset, verify_fashion_mnist)
+from bcos_lib.data import (
+    FASHION_MNIST_FILES,
+    DataError,
+    ImageDataset,
+    fetch_fashion_mnist,
+    load_fashion_mnist,
+    read_idx,
+    subset,
+    verify_fashion_mnist,
+)
 from bcos_lib.layers import add_inverse
 from bcos_lib.pipeline import ModelFileError, load_model, save_model
 from bcos_lib.stages import evaluate as evaluate_stage
@@ -118,8 +126,8 @@ def previous(tmp_path, good_run) -> Path:
     ({"models": {"std_cnn": {"train": {"epoch": 2}}}}, "unknown key models.std_cnn.train.epoch"),
     ({"models": {"std_cnn": {"evaluate": {"n_grid": 2}}}}, "unknown key models.std_cnn.evaluate.n_grid"),
     ({"models": {"std_cnn": {"lable": "x"}}}, "unknown key models.std_cnn.lable"),
-    ({"profiles": {"tiny": {"train": {"epochs": "2"}}}}, "in profile 'tiny' (profiles.tiny in params.yaml): "
-                                                         "train.epochs: expected an integer, got '2'"),
+    ({"profiles": {"tiny": {"train": {"epochs": "2"}}}},
+     "in profile 'tiny' (profiles.tiny in params.yaml): train.epochs: expected an integer, got '2'"),
     ({"profiles": {"gpu": {"train": {"epoch": 2}}}}, "in profile 'gpu': unknown key train.epoch"),
     ({"base": {"profile": "huge"}}, "unknown profile 'huge'; defined in params.yaml `profiles`: default, tiny, gpu"),
 ])

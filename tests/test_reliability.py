@@ -16,6 +16,7 @@ Everything is written under pytest's tmp_path; models are tiny (4 conv layers of
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -294,8 +295,8 @@ def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, 
     assert history == reference
     state = resumed_model.state_dict()
     assert state.keys() == expected.keys()
-    for k in expected:  # weights, BN running statistics and counters
-        assert torch.equal(state[k], expected[k]), k
+    for k, value in expected.items():  # weights, BN running statistics and counters
+        assert torch.equal(state[k], value), k
 
 
 def test_checkpoint_of_another_configuration_is_ignored(tmp_path, small_data):
@@ -352,7 +353,6 @@ def test_every_metrics_file_records_seed_profile_and_versions(tmp_path):
         snapshots.append({k: v for k, v in files(out / "results").items()
                           if k.startswith(("explain/", "evaluate/")) and not k.endswith("timing.json")})
     assert snapshots[0] == snapshots[1], "explain/evaluate outputs differ between two runs"
-    import json
     for key in ("std_cnn", "bcos_cnn"):
         for stage in ("train", "explain", "evaluate"):
             m = json.loads((out / "results" / stage / key / "metrics.json").read_text())
