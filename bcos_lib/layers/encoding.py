@@ -37,6 +37,8 @@ def check_encoded_input(x: Tensor, image_channels: int) -> None:
             f"in [0, 1] encoded as [x, 1 − x]; got shape {got}.{hint}")
     if x.numel():
         lo, hi = float(x.detach().amin()), float(x.detach().amax())
+        if lo != lo or hi != hi:  # NaN compares false with everything
+            raise ValueError("the input contains NaN: B-cos models expect images in [0, 1] encoded as [x, 1 − x]")
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(
                 f"this B-cos model expects inputs in [0, 1] (images without mean/std normalisation, "

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LogitLayer", "default_logit_bias", "v1_logit_temperature", "V1_CIFAR_LOG10_TEMPERATURE"]
+__all__ = ["LogitLayer", "default_logit_bias", "v2_logit_temperature", "v1_logit_temperature", "V1_CIFAR_LOG10_TEMPERATURE"]
 
 #: B → log10 T of the v1 CIFAR-10 experiments (B-cos v1, public code)
 V1_CIFAR_LOG10_TEMPERATURE: dict[float, float] = {1.0: -3.0, 1.25: -3.0, 1.5: -2.0, 1.75: 1.0, 2.0: 2.0,
@@ -63,3 +63,17 @@ class LogitLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:g}, bias={self.bias[0].item():.4f}"
+
+
+def v2_logit_temperature(b: float, in_features: int) -> float:
+    """A temperature that gives B-cos classifiers the same logit scale at initialisation for every B.
+
+    Our choice, not the paper's: every hidden layer of a v2 network is followed by an
+    uncentred batch norm, so only the last B-cos layer sets the logits' scale.  A unit of
+    that layer outputs ‖x‖·|cos|^B, and for weights not yet aligned |cos| ≈ 1/√d (d its
+    input size), so its output shrinks by ≈ d^(−(B−1)/2) relative to B = 1.  Dividing by
+    T = d^(−(B−1)/2) undoes that (T = 1 at B = 1, 0.125 at B = 2 with d = 64).  With T = 1
+    at B = 2 the logits start ~d^(1/2) times too small and training is slow; with one small T
+    for every B, B = 1 becomes unstable (both measured on Fashion-MNIST, see params.yaml).
+    """
+    return float(in_features) ** (-(float(b) - 1.0) / 2.0)

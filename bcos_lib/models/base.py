@@ -37,7 +37,9 @@ class ImageClassifier(nn.Module):
     def prepare_input(self, images: Tensor) -> Tensor:
         """Images in [0, 1], (N, image_channels, H, W) → the model's input."""
         if images.dim() != 4 or images.shape[1] != self.image_channels:
-            raise ValueError(f"expected images of shape (N, {self.image_channels}, H, W) in [0, 1], got {tuple(images.shape)}")
+            enc = " (prepare_input encodes them as [x, 1 − x] itself)" if self.encoding == "add_inverse" else ""
+            raise ValueError(f"expected raw images of shape (N, {self.image_channels}, H, W) in [0, 1]{enc}, "
+                             f"got {tuple(images.shape)}")
         return add_inverse(images) if self.encoding == "add_inverse" else images
 
     def check_input(self, x: Tensor) -> None:

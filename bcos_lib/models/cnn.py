@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
 from ..layers.bcos import v1_cifar_layer_scale
-from ..layers.logit import v1_logit_temperature
+from ..layers.logit import v1_logit_temperature, v2_logit_temperature
 from ..registry import register_model
 from .base import ImageClassifier
 
@@ -80,7 +80,9 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     tuned together: with the v1 *module* default scale k·√C_in/100 (``layer_scale="auto"``)
     the table's T gives initial logits of ~1e9 at B = 1 and ~1e-7 at B = 2.5 for this
     network, so pass your own ``logit_temperature`` with ``"auto"`` or a numeric scale.
-    v2 defaults: ``max_out`` 1, no layer scale, T = 1."""
+    v2 defaults: ``max_out`` 1, no layer scale, T = d^(−(B−1)/2) with d the classifier's input
+    channels (:func:`bcos_lib.layers.logit.v2_logit_temperature`: the same logit scale at
+    initialisation for every B)."""
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2' (got {variant!r})")
     v1 = variant == "v1"
@@ -93,7 +95,7 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
         if isinstance(scale, str) and scale != "auto":
             raise ValueError(f"layer_scale must be 'cifar', 'auto' or a number (got {layer_scale!r})")
     if logit_temperature is None:
-        logit_temperature = v1_logit_temperature(b) if v1 else 1.0
+        logit_temperature = v1_logit_temperature(b) if v1 else v2_logit_temperature(b, channels[-1])
 
     def conv(ci: int, co: int, **kw) -> BcosConv2d:
         return BcosConv2d(ci, co, b=b, max_out=m, scale=scale, **kw)
