@@ -238,6 +238,8 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     One panel per model (one axis when ``ax`` is given: then the colours name model and method)."""
     import seaborn as sns
 
+    if deletion.empty:
+        raise ValueError("no pixel-deletion results to plot (evaluate.deletion_methods was empty)")
     df = deletion.assign(method=_method_labels(deletion["method"]))
     models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
     if ax is not None and len(models) > 1:

@@ -81,10 +81,10 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
             save(f"multiclass_{key}", F.plot_multiclass(s))
             if s.get("layers"):
                 save(f"layers_{key}", F.plot_layers(s))
-    loc = [r["localisation"] for r in res.values() if r["localisation"] is not None]
+    loc = [r["localisation"] for r in res.values() if r["localisation"] is not None and len(r["localisation"])]
     if loc:
         save("localisation", F.plot_localisation(pd.concat(loc, ignore_index=True)))
-    dele = [r["deletion"] for r in res.values() if r["deletion"] is not None]
+    dele = [r["deletion"] for r in res.values() if r["deletion"] is not None and len(r["deletion"])]
     if dele:
         save("deletion", F.plot_deletion(pd.concat(dele, ignore_index=True)))
     sweep = b_sweep_table(run, res)
