@@ -57,6 +57,7 @@ class TrainConfig:
     loss: str = "auto"               # auto (the model's default) | bce | ce
     checkpoint_every: int = 100      # steps between resumable checkpoints
     eval_batch_size: int = 1000
+    subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..data import subset
 from ..pipeline import Run, load_data, model_path, save_model, write_csv
 from ..registry import create_model
 from ..train import config_fingerprint, fit
@@ -18,6 +19,8 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     p = run.params
     entry, tcfg = p.model(key), p.train_config(key)
     train_ds, test_ds = load_data(run, "train"), load_data(run, "test")
+    if tcfg.subset:
+        train_ds = subset(train_ds, tcfg.subset, seed=p.base.seed)
     kwargs = dict(entry.kwargs)
     kwargs.setdefault("num_classes", train_ds.num_classes)
     kwargs.setdefault("image_channels", train_ds.image_channels)
