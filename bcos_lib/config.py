@@ -235,6 +235,15 @@ def _validate(p: Params) -> None:
         p.train_config(key), p.evaluate_config(key)  # overrides must be valid keys of their sections
 
 
+def _known_models_only(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A profile's overrides, without those of models that params.yaml does not define
+    (a profile is generic; overriding a model would otherwise create a half-defined entry)."""
+    if not isinstance(over, dict) or not isinstance(over.get("models"), dict):
+        return over
+    defined = raw.get("models") or {}
+    return {**over, "models": {k: v for k, v in over["models"].items() if k in defined}}
+
+
 def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
     """Validate a params mapping and apply ``profile`` (default: ``base.profile``)."""
     if not isinstance(raw, dict):
@@ -249,7 +258,7 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
             raise ConfigError(f"unknown profile {name!r}; defined in params.yaml `profiles`: "
                               f"default, {', '.join(profiles) or '(none)'}")
         _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
-        merged = deep_merge(raw, profiles[name] or {})
+        merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
         try:
             _build(Params, merged, "")
         except ConfigError as e:
@@ -260,7 +269,7 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
     for pname, over in profiles.items():  # every profile must itself be valid, not only the active one
         if pname != name:
             try:
-                _build(Params, deep_merge(raw, over or {}), "")
+                _build(Params, deep_merge(raw, _known_models_only(raw, over or {})), "")
             except ConfigError as e:
                 raise ConfigError(f"in profile {pname!r}: {e}") from None
     _validate(params)

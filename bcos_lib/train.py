@@ -159,6 +159,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
             if i < state["step_in_epoch"]:
                 continue  # already done before the interruption
             x, y = x.to(device), y.to(device)
+            if not torch.isfinite(x).all():
+                raise TrainingError(f"the training batch at epoch {epoch + 1}, step {i + 1} contains NaN/Inf: "
+                                    "the input batch itself is damaged; check the dataset files (make data)")
             for group in opt.param_groups:
                 group["lr"] = _lr_at(state["global_step"], total, cfg)
             out = model(prepare_input(model, x))

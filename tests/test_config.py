@@ -26,7 +26,8 @@ def test_tiny_profile_overrides(raw):
     p = parse_params(raw, "tiny")
     assert p.train.epochs == raw["profiles"]["tiny"]["train"]["epochs"]
     assert p.data.train_subset == raw["profiles"]["tiny"]["data"]["train_subset"]
-    assert p.train.lr == raw["train"]["lr"]  # untouched keys keep the file's value
+    assert "weight_decay" not in raw["profiles"]["tiny"]["train"]
+    assert p.train.weight_decay == raw["train"]["weight_decay"]  # untouched keys keep the file's value
 
 
 @pytest.mark.parametrize("path, value, needle", [
@@ -75,3 +76,11 @@ def test_deep_merge_does_not_touch_its_inputs():
     a, b = {"x": {"y": 1, "z": 2}}, {"x": {"y": 3}}
     out = deep_merge(a, b)
     assert out == {"x": {"y": 3, "z": 2}} and a == {"x": {"y": 1, "z": 2}}
+
+
+def test_profile_overrides_of_models_not_defined_are_skipped(raw):
+    """A profile is generic: a params.yaml whose `models` lost an entry still loads."""
+    small = copy.deepcopy(raw)
+    small["models"] = {k: v for k, v in raw["models"].items() if k in ("std_cnn", "bcos_cnn")}
+    p = parse_params(small, "tiny")
+    assert set(p.models) == {"std_cnn", "bcos_cnn"}

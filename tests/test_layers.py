@@ -277,7 +277,10 @@ def test_bcos_cnn_v1_defaults():
     auto = bcos_cnn(variant="v1", b=1.6, layer_scale="auto", logit_temperature=3.0, channels=(4,), strides=(1,))
     assert auto.features[0].scale == pytest.approx(3 * math.sqrt(2) / 100) and auto.logit.temperature == 3.0
     v2 = create_model("bcos_cnn")
-    assert v2.logit.temperature == 1.0 and all(c.scale == 1.0 for c in v2.modules() if isinstance(c, BcosConv2d))
+    # v2: no layer scale; T = d^(−(B−1)/2) with d the classifier's input channels (128 by default)
+    assert v2.logit.temperature == pytest.approx(128 ** -0.5)
+    assert all(c.scale == 1.0 for c in v2.modules() if isinstance(c, BcosConv2d))
+    assert create_model("bcos_cnn", b=1.0).logit.temperature == 1.0
     with pytest.raises(ValueError, match="v1"):
         bcos_cnn(variant="v2", layer_scale="auto")
     with pytest.raises(ValueError, match="layer_scale"):
