@@ -31,8 +31,10 @@ data: setup
 repro: data
 	$(BIN)/dvc repro
 
+# the unit tests in parallel, then every notebook in order under nbval (30_explain needs 20_train's models)
 test: data
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --nbval-lax tests notebooks
+	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -p no:xdist --nbval-lax notebooks
 
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 tests -m "not slow"
