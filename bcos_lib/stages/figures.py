@@ -81,7 +81,9 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
             save(f"multiclass_{key}", F.plot_multiclass(s))
             if s.get("layers"):
                 save(f"layers_{key}", F.plot_layers(s))
-    loc = [r["localisation"] for r in res.values() if r["localisation"] is not None and len(r["localisation"])]
+    # the box plot compares the main models; the B sweep has its own figure
+    loc = [r["localisation"] for r in res.values()
+           if r["localisation"] is not None and len(r["localisation"]) and r["entry"].group == ""]
     if loc:
         save("localisation", F.plot_localisation(pd.concat(loc, ignore_index=True)))
     dele = [r["deletion"] for r in res.values() if r["deletion"] is not None and len(r["deletion"])]
