@@ -99,9 +99,10 @@ run = pipeline.setup("tiny", output_dir=out, params_path=params)
 stage.run(run, key, progress=False)
 """
 KEY = "bcos_cnn"
-STEPS_PER_EPOCH = 10    # tiny profile: 600 training images, batch size 64
+STEPS_PER_EPOCH = 10    # 600 training images (set here, whatever the tiny profile uses), batch size 64
 KILL_AFTER_STEP = 14    # epoch 2, step 4; the last checkpoint before it is at step 12 (every 3 steps)
-RESUME_PARAMS = {"models": {KEY: {"train": {"epochs": 2, "checkpoint_every": 3}}}}
+RESUME_PARAMS = {"models": {KEY: {"train": {"epochs": 2, "checkpoint_every": 3, "batch_size": 64}}},
+                 "profiles": {"tiny": {"data": {"train_subset": 600}}}}
 
 
 def start_child(params: Path, out: Path, mode: str, log: Path) -> subprocess.Popen:
