@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers.explanation_mode import explanation_mode
+from .layers.explanation_mode import explanation_mode, is_explainable
 
 __all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output"]
 
@@ -182,15 +182,18 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     bias = (bias_vec.to(out.dtype)[targets] if bias_vec is not None else torch.zeros(targets.shape, dtype=out.dtype,
                                                                                       device=out.device))
     rgba = None
-    if colour and getattr(model, "encoding", None) == "add_inverse":
+    encoding = getattr(model, "encoding", None)
+    # x-only B-cos models get the input-coloured variant (see colour_explanation)
+    if colour and (encoding == "add_inverse" or (encoding == "none" and is_explainable(model))):
         n, t = targets.shape
-        rgba = colour_explanation(weights.flatten(0, 1), xd.expand_as(weights).flatten(0, 1),
-                                  smooth=smooth).unflatten(0, (n, t))
+        rgba = colour_explanation(weights.flatten(0, 1), xd.expand_as(weights).flatten(0, 1), smooth=smooth,
+                                  paired=encoding == "add_inverse").unflatten(0, (n, t))
     return Explanation(logits=out, targets=targets, target_outputs=out.gather(1, targets), bias=bias,
                        weights=weights, contributions=contributions, contribution_map=contributions.sum(2), rgba=rgba)
 
 
-def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percentile: float = 99.5) -> Tensor:
+def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percentile: float = 99.5,
+                       paired: bool = True) -> Tensor:
     """B-cos colour explanation (v1 §3.5) from W and the inputs ``[x, 1 − x]``, both (N, 2C, H, W).
 
     W is divided by its per-pixel max |W| over channels and clamped at ≥ 0; colour =
@@ -198,18 +201,27 @@ def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percent
     contribution Σ_channels W ⊙ x is negative, smoothed with an avg-pool of ``smooth``, divided by its
     ``percentile``-th percentile and clipped to [0, 1].  Returns (N, H, W, 4) RGBA in [0, 1]
     (grey images give an RGB of three equal channels).
+
+    ``paired=False``: the inputs are the images ``x`` alone (N, C, H, W), a model without the
+    ``[x, 1 − x]`` encoding.  Its weights say nothing about colour (there is no inverse channel
+    to weigh against), so the colour is the input pixel itself, seen through the same opacity:
+    the image as far as the model uses it.
     """
     n, c2, h, w = weights.shape
-    if c2 % 2:
-        raise ValueError(f"colour explanations need weights of [x, 1 − x] inputs (an even channel count), got {c2}")
-    c = c2 // 2
     if inputs.shape != weights.shape:
         raise ValueError(f"weights {tuple(weights.shape)} and inputs {tuple(inputs.shape)} must have the same shape")
+    if paired and c2 % 2:
+        raise ValueError(f"colour explanations need weights of [x, 1 − x] inputs (an even channel count), got {c2}; "
+                         "pass paired=False for a model that takes the images alone")
+    c = c2 // 2 if paired else c2
     wd = weights.detach().float()
     contrib = (wd * inputs.detach().float()).sum(1, keepdim=True)
-    normed = wd / wd.abs().amax(1, keepdim=True).clamp_min(1e-12)
-    normed = normed.clamp_min(0)
-    rgb = normed[:, :c] / (normed[:, :c] + normed[:, c:]).clamp_min(1e-12)
+    if paired:
+        normed = wd / wd.abs().amax(1, keepdim=True).clamp_min(1e-12)
+        normed = normed.clamp_min(0)
+        rgb = normed[:, :c] / (normed[:, :c] + normed[:, c:]).clamp_min(1e-12)
+    else:
+        rgb = inputs.detach().float().clamp(0, 1)
     alpha = wd.norm(dim=1, keepdim=True)
     alpha = torch.where(contrib < 0, torch.zeros_like(alpha), alpha)
     if smooth > 1:

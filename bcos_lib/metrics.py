@@ -163,24 +163,28 @@ def localisation_scores(attributions: Tensor, n: int, smooth: int = 1, cells: Te
 
 def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n: int = 3, smooth: int = 1,
                 batch_size: int = 16, device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
-    """Steps 3–4 on given grids: one row per (grid, cell) with columns grid, cell, target, score, method.
+    """Steps 3–4 on given grids: one row per (grid, cell) with columns grid, cell, target, score,
+    score_unsmoothed (the same map scored with ``smooth`` = 1) and method.
 
     ``batch_size`` grids at a time; all n² targets of a grid are attributed in one call (for
     ``"own"``: one shared forward pass and batched backward passes, see :func:`bcos_lib.explain.explain`).
     """
-    scores = []
+    scores, raw = [], []
     for i in range(0, len(grids), max(1, batch_size)):
         x = prepare_input(model, grids[i:i + batch_size].to(device))
         targets = classes[i:i + batch_size].to(device)
         maps = attribute(model, x, targets, method, **method_opts)
         scores.append(localisation_scores(maps, n, smooth).cpu())
+        raw.append(scores[-1] if smooth <= 1 else localisation_scores(maps, n, 1).cpu())
     s = torch.cat(scores) if scores else torch.zeros(0, n * n)
+    r = torch.cat(raw) if raw else torch.zeros(0, n * n)
     g, t = s.shape
     return pd.DataFrame({
         "grid": np.repeat(np.arange(g), t),
         "cell": np.tile(np.arange(t), g),
         "target": classes[:g].reshape(-1).numpy(),
         "score": s.reshape(-1).double().numpy(),
+        "score_unsmoothed": r.reshape(-1).double().numpy(),
         "method": method,
     })
 
@@ -301,7 +305,7 @@ def evaluate_model(model: nn.Module, test_ds: ImageDataset, cfg: EvaluateConfig,
         {"grid": {n, n_grids, posthoc_n_grids, seed, min_confidence, smooth, uniform_score,
                   confident_images, classes_with_confident_images},
          "deletion_settings": {n_images, steps, seed},
-         "localisation": {method: {mean, median, std, n, n_grids}},   # n = number of scores
+         "localisation": {method: {mean, median, std, n, n_grids, mean_unsmoothed}},  # n = number of scores
          "deletion": {method: {auc_most, auc_least}},                 # random: the same AUC twice
          "skipped": {method: why}}
     """
@@ -336,7 +340,8 @@ def evaluate_model(model: nn.Module, test_ds: ImageDataset, cfg: EvaluateConfig,
         df = score_grids(model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, device,
                          **method_options(method, cfg))
         frames.append(df)
-        localisation[method] = {**_summary_stats(df["score"]), "n_grids": int(g)}
+        localisation[method] = {**_summary_stats(df["score"]), "n_grids": int(g),
+                                "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
         log(f"evaluate: {method:<16} localisation {localisation[method]['mean']:.3f} "
             f"(median {localisation[method]['median']:.3f}, {g} grids, {time.perf_counter() - start:.1f} s)")
     deletion: dict[str, dict[str, float]] = {}
@@ -356,7 +361,7 @@ def evaluate_model(model: nn.Module, test_ds: ImageDataset, cfg: EvaluateConfig,
         log(f"evaluate: {method:<16} deletion AUC most first {deletion[method]['auc_most']:.3f}, least first "
             f"{deletion[method]['auc_least']:.3f} ({cfg.deletion_images} images, {time.perf_counter() - start:.1f} s)")
     scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["grid", "cell", "target", "score", "method"])
+        columns=["grid", "cell", "target", "score", "score_unsmoothed", "method"])
     curves = pd.concat(deletion_frames, ignore_index=True) if deletion_frames else pd.DataFrame(
         columns=["method", "order", "fraction", "score", "score_std"])
     summary = {

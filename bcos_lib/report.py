@@ -59,14 +59,19 @@ def make_report(res: dict[str, dict[str, Any]], sweep: pd.DataFrame, figures: Se
             methods += [m for m in r["evaluate"].get("localisation", {}) if m not in methods]
     if methods:
         keys = [k for k, r in res.items() if r["evaluate"] and not r["entry"].group]
-        out.append("\n### Localisation: 3×3 grid pointing game (mean ± std of the per-class scores)\n")
+        grid = next((res[k]["evaluate"].get("grid", {}) for k in keys), {})
+        n, smooth = grid.get("n", 3), grid.get("smooth", 1)
+        how = (f"maps smoothed with a {smooth}×{smooth} average pool; in brackets the same maps unsmoothed"
+               if smooth > 1 else "unsmoothed maps")
+        out.append(f"\n### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how})\n")
         header = ["method"] + [f"`{k}`" for k in keys] + ["paper: CoDA Net, CIFAR-10"]
         rows = []
         for m in methods:
             row = [METHOD_NAMES.get(m, m)]
             for k in keys:
                 s = res[k]["evaluate"]["localisation"].get(m)
-                row.append("–" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})")
+                raw = "" if s is None or smooth <= 1 or "mean_unsmoothed" not in s else f" [{s['mean_unsmoothed']:.3f}]"
+                row.append("–" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}{raw} (n={s['n']})")
             row.append(_fmt(CODA_CIFAR10_LOCALISATION.get(m), 3))
             rows.append(row)
         out.append(_table(header, rows))

@@ -167,7 +167,7 @@ def test_untrained_model_gives_the_clear_error(test_ds):
 def test_pointing_game_rows_and_reproducibility(bcos_model, test_ds):
     a = grid_pointing_game(bcos_model, test_ds, "own", n=2, n_grids=6, seed=0, batch_size=4)
     b = grid_pointing_game(bcos_model, test_ds, "own", n=2, n_grids=6, seed=0, batch_size=5)
-    assert list(a.columns) == ["grid", "cell", "target", "score", "method"]
+    assert list(a.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "method"]
     assert len(a) == 24 and (a["method"] == "own").all()
     assert a["score"].between(0, 1).all()
     pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=0)        # the batch size does not matter
@@ -185,6 +185,13 @@ def test_score_grids_own_matches_explain(bcos_model, test_ds):
     maps = explain(bcos_model, bcos_model.prepare_input(grids), classes, colour=False).contribution_map
     expected = localisation_scores(maps, 2).reshape(-1)
     assert torch.allclose(torch.tensor(df["score"].to_numpy()).float(), expected, atol=1e-6)
+    assert torch.allclose(torch.tensor(df["score_unsmoothed"].to_numpy()).float(), expected, atol=1e-6)
+    # with smoothing, `score` is the smoothed map's score and `score_unsmoothed` still the raw one's
+    sm = score_grids(bcos_model, grids, classes, "own", n=2, smooth=5, batch_size=2)
+    smoothed = localisation_scores(maps, 2, smooth=5).reshape(-1)
+    assert torch.allclose(torch.tensor(sm["score"].to_numpy()).float(), smoothed, atol=1e-6)
+    assert torch.allclose(torch.tensor(sm["score_unsmoothed"].to_numpy()).float(), expected, atol=1e-6)
+    assert not torch.allclose(smoothed, expected, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- pixel deletion
@@ -229,7 +236,7 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     scores, deletion, summary = evaluate_model(model, test_ds, TINY, log=lines.append)
     expected_methods = TINY.methods if arch == "bcos" else [m for m in TINY.methods if m != "own"]
     assert list(dict.fromkeys(scores["method"])) == expected_methods
-    assert list(scores.columns) == ["grid", "cell", "target", "score", "method"]
+    assert list(scores.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "method"]
     per_method = scores.groupby("method").size()
     for m in expected_methods:
         assert per_method[m] == (4 if m == "own" else 2) * 4     # own: n_grids, post-hoc: posthoc_n_grids
@@ -237,7 +244,7 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     assert summary["grid"]["n"] == 2 and summary["grid"]["uniform_score"] == 0.25
     assert list(summary["localisation"]) == expected_methods
     for m, s in summary["localisation"].items():
-        assert set(s) == {"mean", "median", "std", "n", "n_grids"}
+        assert set(s) == {"mean", "median", "std", "n", "n_grids", "mean_unsmoothed"}
         assert s["mean"] == pytest.approx(scores.loc[scores["method"] == m, "score"].mean())
     expected_deletion = ["own", "ixg", "random"] if arch == "bcos" else ["ixg", "random"]
     assert list(summary["deletion"]) == expected_deletion

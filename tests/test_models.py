@@ -257,3 +257,50 @@ def test_vit_position_embedding_resizes():
         _check_identity(explain(interp, x))
     assert tiled.pos_embed.embedding(14, 21).shape == (1, 64, 14, 21)
     torch.testing.assert_close(tiled.pos_embed.embedding(14, 14)[..., 7:, 7:], tiled.pos_embed.weight)
+
+
+# --- the B-cos CNN without the [x, 1 − x] encoding -------------------------------------------------------
+
+def test_bcos_cnn_takes_the_images_alone_with_encoding_none():
+    torch.manual_seed(0)
+    model = create_model("bcos_cnn", channels=[8, 8], strides=[1, 2], encoding="none").double()
+    assert model.input_channels == 1 and model.features[0].in_channels == 1
+    _train_steps(model, steps=3)
+    x = _images(model, 4, dtype=torch.float64)
+    x[:, :, :10] = 0.0                                             # a black band, as Fashion-MNIST's background
+    assert torch.equal(model.prepare_input(x), x)
+    e = explain(model, x, targets=torch.tensor([[0, 3], [1, 4], [2, 5], [9, 0]]))
+    _check_identity(e)
+    assert (e.contributions[..., :10, :] == 0).all()               # a black pixel has nothing to contribute
+    assert e.contributions[..., 10:, :].abs().sum() > 0
+    # the colour explanation of an x-only model shows the input through the explanation's opacity
+    assert e.rgba is not None and e.rgba.shape == (4, 2, 28, 28, 4)
+    torch.testing.assert_close(e.rgba[..., 0], x[:, 0, None].expand(4, 2, 28, 28).float())
+    assert (e.rgba[..., 3] >= 0).all() and (e.rgba[..., 3] <= 1).all()
+
+
+def test_bcos_cnn_encoding_errors():
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        create_model("bcos_cnn", encoding="inverse")
+    model = create_model("bcos_cnn", channels=[8], strides=[1], encoding="none")
+    with pytest.raises(ValueError, match=r"expects images of shape \(N, 1, H, W\), got \(2, 2, 28, 28\)"):
+        model(torch.rand(2, 2, 28, 28))
+    # the [x, 1 − x] model still names the encoding when it gets raw images
+    with pytest.raises(ValueError, match="add_inverse"):
+        create_model("bcos_cnn", channels=[8], strides=[1])(torch.rand(2, 1, 28, 28))
+
+
+def test_colour_explanation_formula():
+    from bcos_lib.explain import colour_explanation
+
+    # one grey pixel per case, weights for [x, 1 − x]: (w_x, w_inv), input x
+    w = torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, -2.0], [-1.0, -1.0]]).view(4, 2, 1, 1)
+    x = torch.tensor([0.8, 0.3, 0.5, 0.5]).view(4, 1, 1, 1)
+    rgba = colour_explanation(w, torch.cat([x, 1 - x], 1), smooth=1, percentile=100)
+    # colour = w_x⁺ / (w_x⁺ + w_inv⁺) after dividing by the max |w|; grey images give three equal channels
+    torch.testing.assert_close(rgba[:, 0, 0, 0], torch.tensor([0.75, 0.25, 1.0, 0.0]))
+    assert torch.equal(rgba[..., 0], rgba[..., 1]) and torch.equal(rgba[..., 0], rgba[..., 2])
+    # opacity: ‖W‖ (each image is its own percentile, so 1 where it is positive) and 0 where W·x < 0
+    assert rgba[:3, 0, 0, 3].tolist() == [1.0, 1.0, 1.0] and rgba[3, 0, 0, 3] == 0
+    with pytest.raises(ValueError, match="even channel count"):
+        colour_explanation(torch.ones(1, 3, 2, 2), torch.ones(1, 3, 2, 2))

@@ -45,6 +45,9 @@ class ImageClassifier(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if self.encoding == "add_inverse":
             check_encoded_input(x, self.image_channels)
+        elif x.dim() != 4 or x.shape[1] != self.image_channels:
+            raise ValueError(f"{type(self).__name__} expects images of shape (N, {self.image_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
 
     def logit_bias(self) -> Tensor | None:
         """The fixed per-class logit bias b (the part of the logit no explanation covers)."""

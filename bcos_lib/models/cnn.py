@@ -64,13 +64,15 @@ class ConvNet(ImageClassifier):
 
 DEFAULT_CHANNELS = (32, 32, 64, 64, 128, 128)
 DEFAULT_STRIDES = (1, 2, 1, 2, 1, 1)
+ENCODINGS = ("add_inverse", "none")
 
 
 @register_model
 def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS,
              strides: Sequence[int] = DEFAULT_STRIDES, b: float = 2.0, variant: str = "v2",
              max_out: int | None = None, logit_temperature: float | None = None,
-             logit_bias: float | None = None, layer_scale: float | str | None = None) -> ConvNet:
+             logit_bias: float | None = None, layer_scale: float | str | None = None,
+             encoding: str = "add_inverse") -> ConvNet:
     """B-cos CNN.  v2: B-cos convs + uncentred BN, no ReLU, classifier before pooling.
     v1: B-cos convs with MaxOut and a fixed layer scale, no normalisation.
 
@@ -82,7 +84,14 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     network, so pass your own ``logit_temperature`` with ``"auto"`` or a numeric scale.
     v2 defaults: ``max_out`` 1, no layer scale, T = d^(−(B−1)/2) with d the classifier's input
     channels (:func:`bcos_lib.layers.logit.v2_logit_temperature`: the same logit scale at
-    initialisation for every B)."""
+    initialisation for every B).
+
+    ``encoding``: ``"add_inverse"`` (the papers: the input is ``[x, 1 − x]``, so dark pixels
+    can contribute as much as bright ones) or ``"none"`` (the input is ``x`` alone: a black
+    pixel has no norm and contributes exactly 0).  On Fashion-MNIST, whose background is
+    black, ``"none"`` keeps the background out of every explanation (README, localisation)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS} (got {encoding!r})")
     if variant not in ("v1", "v2"):
         raise ValueError(f"variant must be 'v1' or 'v2' (got {variant!r})")
     v1 = variant == "v1"
@@ -106,7 +115,7 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
                    conv=conv, classifier=classifier, norm=None if v1 else UncentredBatchNorm2d, act=None,
                    stem=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
-                   encoding="add_inverse", default_loss="bce")
+                   encoding=encoding, default_loss="bce")
 
 
 @register_model
