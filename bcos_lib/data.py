@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .utils import atomic_write
+
 __all__ = ["ImageDataset", "DataError", "FASHION_MNIST_FILES", "FASHION_MNIST_CLASSES", "fetch_fashion_mnist",
            "verify_fashion_mnist", "load_fashion_mnist", "load_cifar10", "load_image_folder", "load_dataset",
            "read_idx", "subset", "DEBIAN_DIR"]
@@ -148,16 +150,10 @@ def fetch_fashion_mnist(dest: str | os.PathLike, source: str | os.PathLike | Non
 
 
 def _atomic_copy(src: Path, target: Path, decompress: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, (gzip.open(src, "rb") if decompress else open(src, "rb")) as inp:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as out, (gzip.open(src, "rb") if decompress else open(src, "rb")) as inp:
             shutil.copyfileobj(inp, out, 1 << 20)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, write)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -135,9 +135,9 @@ def model_keys(run: Run, selection: str | list[str] = "all") -> list[str]:
     return keys
 
 
-def save_figure(run: Run, fig: Any, name: str) -> Path:
-    """Write ``fig`` to figures/<name>.png (atomically) and keep it open for display."""
+def save_figure(run: Run, fig: Any, name: str, folder: str = "figures") -> Path:
+    """Write ``fig`` to <folder>/<name>.png (atomically) and keep it open for display."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=run.params.figures.dpi, bbox_inches="tight")
     data = buf.getvalue()
-    return atomic_write(run.path("figures", f"{name}.png"), lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_write(run.path(*folder.split("/"), f"{name}.png"), lambda tmp: Path(tmp).write_bytes(data))

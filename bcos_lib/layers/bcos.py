@@ -11,6 +11,9 @@ B = 1 is a linear unit with unit-norm weights; B = 2 is the default.
 MaxOut (v1 and the CIFAR configs of v2): every unit owns ``max_out`` filters and returns
 the largest of their outputs.  Because the B-cos scaling l·|l/‖x‖|^(B-1) is monotone in the
 linear response l, taking the max of the linear responses first is the same unit.
+(``max().values`` rather than ``amax``: its backward routes the gradient to the chosen
+filter by index, about 3.5× cheaper on CPU than amax's tie-splitting mask; ties are
+measure-zero and either choice is a valid W(x).)
 
 In explanation mode the dynamic scale |cos|^(B-1) (and with it the patch norm) and the
 MaxOut choice are constants, so the layer is the linear map ``x ↦ s(x)·ŵᵀx``.
@@ -138,7 +141,7 @@ class BcosConv2d(ExplainableModule):
         lin = F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
         if self.max_out > 1:
             n, _, h, wd = lin.shape
-            lin = lin.view(n, self.out_channels, self.max_out, h, wd).amax(2)
+            lin = lin.view(n, self.out_channels, self.max_out, h, wd).max(2).values
         if self.b != 1:
             norm = patch_norm(x, self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
             if self.groups > 1:  # every output channel sees the patch of its own group
@@ -176,7 +179,7 @@ class BcosLinear(ExplainableModule):
             raise ValueError(f"BcosLinear expects (..., {self.in_features}) input, got {tuple(x.shape)}")
         lin = F.linear(x, self.effective_weight().to(x.dtype))
         if self.max_out > 1:
-            lin = lin.unflatten(-1, (self.out_features, self.max_out)).amax(-1)
+            lin = lin.unflatten(-1, (self.out_features, self.max_out)).max(-1).values
         if self.b != 1:
             xf = x.to(compute_dtype(x.dtype))
             norm = ((xf * xf).sum(-1, keepdim=True) + NORM_EPS).sqrt()

@@ -1,15 +1,13 @@
 """Stage data: check the dataset, summarise it, draw a sample of it."""
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..data import ImageDataset
-from ..pipeline import Run, load_data
-from ..utils import atomic_write, write_json
+from ..pipeline import Run, load_data, save_figure
+from ..utils import write_json
 
 
 def data_summary(run: Run, train_ds: ImageDataset, test_ds: ImageDataset) -> dict[str, Any]:
@@ -29,10 +27,7 @@ def run(run: Run, log: Callable[[str], None] = print) -> tuple[dict[str, Any], A
     train_ds, test_ds = load_data(run, "train"), load_data(run, "test")
     summary = data_summary(run, train_ds, test_ds)
     fig = figures.plot_samples(test_ds.images, test_ds.labels, test_ds.classes, n=20)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=run.params.figures.dpi, bbox_inches="tight")
-    data = buf.getvalue()
-    atomic_write(run.path("results", "data", "samples.png"), lambda tmp: Path(tmp).write_bytes(data))
+    save_figure(run, fig, "samples", folder="results/data")
     log(f"{summary['dataset']}: {summary['n_train']} training and {summary['n_test']} test images, "
         f"shape {summary['image_shape']}, {len(summary['classes'])} classes")
     return summary, fig
