@@ -18,15 +18,16 @@ images by label (not from the model's confident pool), so an untrained model wor
 benchmark measures speed, not localisation.
 
 What to expect on a CPU: the batched evaluation shares the forward pass but still needs one
-backward pass per class, and each costs about as much as a forward pass (default CNN, one
-84×84 grid: ≈ 4.6 ms backward, ≈ 6.2 ms forward, compute-bound convolutions), so its
-speed-up over the loop is about (forward + backward) / (backward + forward / n²) ≈ 2–2.5×
-there, a little more where batch-size-1 calls are slower per image; a small model, whose
-loop is dominated by per-call overhead, gains about 4× (both measured on a shared 2-core
-CPU, 1 thread).
+backward pass per class, and on a compute-bound CNN a backward pass costs about as much as
+a forward pass, so sharing the forward alone can at most halve the per-class cost; the rest
+of the speed-up is batching (several grids per call keep both cores busy, batch-size-1 calls
+do not).  Measured on this project's 2-core CPU for the pipeline's B-cos CNN (MaxOut 2,
+84×84 grids, best of 5): 2.9–3.1× with both cores (torch's default), 2.2–2.3× on one
+thread.  Smaller models, whose loop is dominated by per-call overhead, gain more.
 
-    python scripts/bench_evaluate.py                       # untrained default B-cos CNN
-    python scripts/bench_evaluate.py --checkpoint models/bcos_cnn.pt
+    python scripts/bench_evaluate.py                       # the pipeline's B-cos CNN (params.yaml), untrained
+    python scripts/bench_evaluate.py --checkpoint models/bcos_cnn.pt   # the trained one
+    python scripts/bench_evaluate.py --arch bcos_cnn --threads 1       # registry defaults, one thread
 """
 from __future__ import annotations
 
@@ -95,23 +96,32 @@ def load_test_images(root: Path, n_random: int) -> ImageDataset:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="a model file written by the train stage (default: an untrained model)")
-    p.add_argument("--arch", default="bcos_cnn", help="registered model to build when no checkpoint is given")
+    p.add_argument("--model", default="bcos_cnn",
+                   help="without --checkpoint: the params.yaml entry (models.<key>) whose architecture is built")
+    p.add_argument("--arch", help="without --checkpoint: a registered model with its default arguments instead")
     p.add_argument("--data", default=str(ROOT / "data" / "fashion-mnist"))
     p.add_argument("--grid-size", type=int, default=3)
     p.add_argument("--grids", type=int, default=24, help="grids scored by the batched evaluation per run")
     p.add_argument("--loop-grids", type=int, default=6, help="grids scored by the loop per run")
     p.add_argument("--batch-size", type=int, default=4, help="grids per batch of the batched evaluation")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the same for both)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads, the same for both (0: torch's default, one per core)")
     args = p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.checkpoint:
         from bcos_lib.pipeline import load_model
         model, what = load_model(args.checkpoint), args.checkpoint
+    elif args.arch:
+        model, what = create_model(args.arch).eval(), f"untrained {args.arch} (registry defaults)"
     else:
-        model, what = create_model(args.arch).eval(), f"untrained {args.arch}"
+        from bcos_lib.config import load_params
+        entry = load_params().model(args.model)
+        model = create_model(entry.arch, **entry.kwargs).eval()
+        what = f"untrained models.{args.model} of params.yaml ({entry.arch}, {entry.kwargs})"
     ds = load_test_images(Path(args.data), 1000)
     pool = {c: torch.nonzero(ds.labels == c).flatten() for c in range(ds.num_classes)}
     n = args.grid_size

