@@ -6,6 +6,7 @@ a diverging map centred at 0 (red = evidence for the class, blue = against).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
@@ -214,7 +215,10 @@ def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | Non
         fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * n_boxes + 2.5), 3.4))
     else:
         fig = ax.figure
-    sns.boxplot(data=df, x="method_label", y="score", hue=hue, order=order, ax=ax, fliersize=1.5, linewidth=0.8)
+    with warnings.catch_warnings():
+        # seaborn 0.13 passes Matplotlib's deprecated `vert` to bxp (Matplotlib ≥ 3.11 warns); not ours to fix
+        warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
+        sns.boxplot(data=df, x="method_label", y="score", hue=hue, order=order, ax=ax, fliersize=1.5, linewidth=0.8)
     if uniform is None and "cell" in df.columns and len(df):
         uniform = 1.0 / (int(df["cell"].max()) + 1)
     if uniform is not None:

@@ -27,7 +27,7 @@ from .config import Params, load_params
 from .data import ImageDataset, load_dataset, subset
 from .paths import output_root, resolve
 from .registry import create_model
-from .utils import atomic_torch_save, atomic_write, resolve_device, set_seed
+from .utils import atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, set_seed
 
 __all__ = ["Run", "setup", "load_data", "save_model", "load_model", "load_trained", "ModelFileError", "model_path",
            "model_keys", "write_csv", "save_figure"]
@@ -63,6 +63,7 @@ def setup(profile: str | None = None, output_dir: str | None = None, params_path
     if params.base.num_threads > 0:
         torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
+    keep_freed_memory()  # no page fault per step for every large tensor (see its docstring)
     return Run(params, out, resolve_device(params.base.device))
 
 
@@ -119,6 +120,14 @@ def load_trained(run: Run, key: str) -> nn.Module:
     """The trained model of ``models.<key>``, checked against params.yaml."""
     entry = run.params.model(key)
     return load_model(model_path(run, key), entry.arch, dict(entry.kwargs), run.device)
+
+
+def write_timing(run: Run, stage: str, key: str, seconds: float) -> Path:
+    """``results/timing/<stage>_<key>.json``: how long a stage's work took (not a dependency of
+    any stage, so a rerun that reproduces the same results leaves the later stages alone)."""
+    from .utils import write_json
+    return write_json({f"{stage}_seconds": round(seconds, 1), "device": str(run.device)},
+                      run.path("results", "timing", f"{stage}_{key}.json"))
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:

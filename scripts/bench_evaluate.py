@@ -48,6 +48,7 @@ from bcos_lib.data import ImageDataset, load_fashion_mnist  # noqa: E402
 from bcos_lib.explain import explain  # noqa: E402
 from bcos_lib.layers.explanation_mode import explanation_mode  # noqa: E402
 from bcos_lib.metrics import localisation_scores, make_grids, score_grids  # noqa: E402
+from bcos_lib.utils import keep_freed_memory  # noqa: E402
 
 
 def loop_scores(model: torch.nn.Module, grids: torch.Tensor, classes: torch.Tensor, n: int) -> torch.Tensor:
@@ -107,10 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads, the same for both (0: torch's default, one per core)")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (the pipeline tunes it: bcos_lib.utils.keep_freed_memory)")
     args = p.parse_args(argv)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        keep_freed_memory()  # as the pipeline does; the same for both sides of the comparison
     torch.manual_seed(0)
     if args.checkpoint:
         from bcos_lib.pipeline import load_model

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..pipeline import Run, load_data, load_trained, write_csv
+from ..pipeline import Run, load_data, load_trained, write_csv, write_timing
 from ..utils import versions, write_json
 
 
@@ -28,7 +28,7 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     write_csv(scores, out / "localisation.csv")
     write_csv(deletion, out / "deletion.csv")
     write_json(summary, out / "metrics.json")
-    write_json({"evaluate_seconds": round(time.time() - t0, 1), "device": str(run.device)}, out / "timing.json")
+    write_timing(run, "evaluate", key, time.time() - t0)
     return summary
 
 

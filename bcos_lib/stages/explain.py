@@ -1,13 +1,14 @@
 """Stage explain: explanations of one trained model and a check of the explanation identity."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..data import ImageDataset
-from ..pipeline import Run, load_data, load_trained
+from ..pipeline import Run, load_data, load_trained, write_timing
 from ..utils import atomic_torch_save, versions, write_json
 
 
@@ -33,6 +34,7 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     cfg = run.params.explain
     model = load_trained(run, key)
     test_ds = load_data(run, "test")
+    t0 = time.time()
     idx = pick_images(test_ds, cfg.n_images)
     x = prepare_input(model, test_ds.images[idx]).to(run.device)
     main = explain(model, x, smooth=cfg.smooth).squeeze_targets()
@@ -71,6 +73,7 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
                                  "rgba": None if multi.rgba is None else multi.rgba.cpu()},
                        "layers": layers, "explainable": explainable}, out / "explanations.pt")
     write_json(metrics, out / "metrics.json")
+    write_timing(run, "explain", key, time.time() - t0)
     log(f"{key}: explanation identity max relative error {metrics['identity_max_rel_error']:.2e} "
         f"({'dynamic linear' if explainable else 'not dynamic linear: W⊙x is Input×Gradient'})")
     return metrics

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..data import subset
-from ..pipeline import Run, load_data, model_path, save_model, write_csv
+from ..pipeline import Run, load_data, model_path, save_model, write_csv, write_timing
 from ..registry import create_model
 from ..train import config_fingerprint, fit
 from ..utils import set_seed, versions, write_json
@@ -44,7 +44,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     out = run.path("results", "train", key)
     write_csv(pd.DataFrame(history), out / "history.csv")
     write_json(metrics, out / "metrics.json")
-    write_json({"train_seconds": round(seconds, 1), "device": str(run.device)}, out / "timing.json")
+    write_timing(run, "train", key, seconds)
     if ckpt.exists():
         ckpt.unlink()
     log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epochs ({seconds:.0f} s)")
