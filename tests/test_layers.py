@@ -197,6 +197,63 @@ def test_explanation_jacobian_is_scaled_unit_filters(case):
     torch.testing.assert_close(jac, s[:, None] * _jacobian(lin_fn, x), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", CONV_CASES + [(1, 4, 3, 1, 1, 1, 1)],
+                         ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+@pytest.mark.parametrize("b, max_out, scale", [(1.0, 2, None), (2.0, 1, 0.7), (2.0, 2, None), (2.5, 3, 0.7)])
+def test_fused_explanation_node_matches_the_usual_graph(case, b, max_out, scale):
+    """The explanation-mode conv layer as one autograd node (BcosConv2d.fused_explanation) gives the same
+    output, the same Jacobian ∂y/∂x (also vectorised, as explain's batched VJPs use it on a GPU) and
+    the same weight gradients as the graph of max, scale and layer scale."""
+    layer, x = _conv(case, b, max_out, scale=scale), _input(case, n=3, size=6)
+    results = {}
+    for fused in (True, False):
+        layer.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        with explanation_mode(layer):
+            layer.fused_explanation = fused
+            try:
+                y = layer(xg)
+                jac = _jacobian(layer, x)
+                go = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(2))
+                (y * go).sum().backward()
+            finally:
+                del layer.fused_explanation  # back to the class default
+        results[fused] = (y.detach(), jac, xg.grad, layer.weight.grad.clone())
+    (y1, j1, gx1, gw1), (y0, j0, gx0, gw0) = results[True], results[False]
+    assert torch.equal(y1, y0)
+    torch.testing.assert_close(j1, j0, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gw1, gw0, rtol=1e-10, atol=1e-12)
+    assert not layer.explanation_mode and BcosConv2d.fused_explanation
+
+
+def test_one_channel_batch_convolved_image_by_image_is_the_same():
+    """A one-channel batch that needs an input gradient is convolved image by image on the CPU (a
+    faster backward pass): the output and the input gradient equal the batched convolution's."""
+    torch.manual_seed(0)
+    layer = BcosConv2d(1, 8, 3, padding=1, max_out=2)
+    x = torch.rand(5, 1, 12, 12)
+    w_hat = layer.effective_weight().detach()
+    xg = x.clone().requires_grad_(True)
+    with explanation_mode(layer):
+        y = layer(xg)
+        y.sum().backward()
+    assert type(y.grad_fn.next_functions[0][0]).__name__ == "CatBackward0"  # the image-by-image path was taken
+    xr = x.clone().requires_grad_(True)
+    with explanation_mode(layer):
+        layer.fused_explanation = False
+        try:
+            lin = F.conv2d(xr, w_hat, padding=1).view(5, 8, 2, 12, 12).max(2).values  # one batched conv
+            from bcos_lib.layers.bcos import bcos_scale
+            norm = layer._patch_norm(xr)
+            yr = lin * bcos_scale(lin, norm, 2.0, detach=True)
+            yr.sum().backward()
+        finally:
+            del layer.fused_explanation
+    torch.testing.assert_close(y, yr, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_explanation_mode_linear_layer_jacobian():
     torch.manual_seed(0)
     layer = BcosLinear(6, 4, b=2.0, max_out=2).double()

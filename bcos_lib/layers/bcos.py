@@ -16,7 +16,10 @@ filter by index, about 3.5× cheaper on CPU than amax's tie-splitting mask; ties
 measure-zero and either choice is a valid W(x).)
 
 In explanation mode the dynamic scale |cos|^(B-1) (and with it the patch norm) and the
-MaxOut choice are constants, so the layer is the linear map ``x ↦ s(x)·ŵᵀx``.
+MaxOut choice are constants, so the layer is the linear map ``x ↦ s(x)·ŵᵀx``.  The conv
+layer then runs everything after its convolution as one autograd node whose backward pass
+is a single product with the fixed factors (``_FixedFactorUnit``): explaining n² classes
+takes n² backward passes through the same forward, so each one's cost is what counts.
 
 v1 layer scale: v1 divides every layer's output by a fixed number, by default
 ``√(k_h·k_w)·√C_in / 100`` (k·√C_in/100 for a square k×k kernel; the public v1 module uses
@@ -104,6 +107,55 @@ def _check_scale(scale: float | str) -> float:
     return scale
 
 
+class _FixedFactorUnit(torch.autograd.Function):
+    """The explanation-mode B-cos unit after its convolution, as one autograd node.
+
+    Input: the linear responses ``lin`` (N, C·M, H, W) of the C units' M MaxOut filters
+    each.  Output: the chosen filter's response times the constant factor
+    f = |cos|^(B-1) / layer scale, which is ``y = Σ_m F_m ⊙ lin_m`` with the fixed
+    F = one-hot(argmax) · f.  Its backward pass is the single product ``∂y · F``; the
+    usual path (max, scale, layer scale as separate autograd nodes) pays for MaxOut's
+    zero-fill-and-scatter and every product again in each explained class's backward
+    pass.  The output is the same number as the usual path's; ``BcosConv2d.fused_explanation
+    = False`` switches back to the usual path (tests compare the two).
+    """
+
+    @staticmethod
+    def forward(ctx, lin: Tensor, norm: Tensor | None, b: float, max_out: int, scale: float) -> Tensor:  # noqa: D102
+        n, cm, h, w = lin.shape
+        if max_out > 1:
+            values, index = lin.view(n, cm // max_out, max_out, h, w).max(2)
+        else:
+            values, index = lin, None
+        if norm is not None:
+            values_c = values.to(norm.dtype)
+            factor = bcos_scale(values_c, norm, b, detach=True)
+            out = (values_c * factor).to(lin.dtype)
+        else:
+            factor = torch.ones((), dtype=lin.dtype, device=lin.device).expand_as(values)
+            out = values.clone()
+        if scale != 1.0:
+            out = out / scale
+            factor = factor / scale
+        factor = factor.to(lin.dtype)
+        if index is not None:  # the factor at the chosen filter, 0 at the others
+            factor = torch.zeros_like(lin).view(n, cm // max_out, max_out, h, w).scatter_(
+                2, index.unsqueeze(2), factor.unsqueeze(2))
+        ctx.save_for_backward(factor)
+        ctx.max_out = max_out
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # noqa: D102
+        (factor,) = ctx.saved_tensors
+        if ctx.max_out > 1:
+            n, c, m, h, w = factor.shape
+            grad = (grad_out.unsqueeze(2) * factor).reshape(n, c * m, h, w)  # (reshape: vmap has a rule for it)
+        else:
+            grad = grad_out * factor
+        return grad, None, None, None, None
+
+
 class BcosConv2d(ExplainableModule):
     """A B-cos 2-d convolution: no bias, unit-norm filters, dynamic |cos|^(B-1) scaling.
 
@@ -111,6 +163,10 @@ class BcosConv2d(ExplainableModule):
     k·√C_in / 100 as in v1, ``None`` gives 1 as in v2).  ``normalize_weights=False``
     keeps the raw weight norm (B-cosification keeps the pretrained weights' scale).
     """
+
+    #: in explanation mode, run the unit after the convolution as one autograd node (faster
+    #: backward passes, same numbers; see ``_FixedFactorUnit``)
+    fused_explanation: bool = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
@@ -144,17 +200,41 @@ class BcosConv2d(ExplainableModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         w = self.effective_weight().to(x.dtype)
-        lin = F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+        lin = self._conv(x, w)
+        if (self.explanation_mode and self.fused_explanation and lin.requires_grad
+                and (self.max_out > 1 or self.b != 1 or self.scale != 1.0)):
+            norm = None
+            if self.b != 1:
+                with torch.no_grad():  # a constant in explanation mode
+                    norm = self._patch_norm(x)
+            return _FixedFactorUnit.apply(lin, norm, self.b, self.max_out, self.scale)
         if self.max_out > 1:
             n, _, h, wd = lin.shape
             lin = lin.view(n, self.out_channels, self.max_out, h, wd).max(2).values
         if self.b != 1:
-            norm = patch_norm(x, self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
-            if self.groups > 1:  # every output channel sees the patch of its own group
-                norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
+            norm = self._patch_norm(x)
             lin_c = lin.to(norm.dtype)
             lin = (lin_c * bcos_scale(lin_c, norm, self.b, self.explanation_mode)).to(x.dtype)
         return lin / self.scale if self.scale != 1.0 else lin
+
+    def _conv(self, x: Tensor, w: Tensor) -> Tensor:
+        """The linear part ŵᵀx of every filter at every position: (N, C_out·M, H', W').
+
+        A one-channel input whose gradient will be taken on the CPU is convolved image by
+        image.  PyTorch's CPU convolution hands a batch to oneDNN and a single image to its own
+        im2col kernel, and for a one-channel input oneDNN's input gradient is about 20× slower
+        per image (measured: 1.9 ms for 4 images of 84×84 and 32 filters, 0.09 ms for one);
+        in explanation mode that backward pass runs once per explained class.
+        """
+        if x.shape[1] == 1 and len(x) > 1 and x.requires_grad and x.device.type == "cpu":
+            return torch.cat([F.conv2d(xi, w, None, self.stride, self.padding, self.dilation, self.groups)
+                              for xi in x.split(1)])
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _patch_norm(self, x: Tensor) -> Tensor:
+        """‖patch‖ per output channel and position (every channel sees the patch of its own group)."""
+        norm = patch_norm(x, self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
+        return norm.repeat_interleave(self.out_channels // self.groups, dim=1) if self.groups > 1 else norm
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
