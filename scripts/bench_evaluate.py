@@ -21,9 +21,13 @@ What to expect on a CPU: the batched evaluation shares the forward pass but stil
 backward pass per class, and on a compute-bound CNN a backward pass costs about as much as
 a forward pass, so sharing the forward alone can at most halve the per-class cost; the rest
 of the speed-up is batching (several grids per call keep both cores busy, batch-size-1 calls
-do not).  Measured on this project's 2-core CPU for the pipeline's B-cos CNN (MaxOut 2,
-84×84 grids, best of 5): 2.9–3.1× with both cores (torch's default), 2.2–2.3× on one
-thread.  Smaller models, whose loop is dominated by per-call overhead, gain more.
+do not).  So the per-class backward pass is what to make cheap: in explanation mode the
+B-cos conv layer's MaxOut and fixed scale are one autograd node (``_FixedFactorUnit``) and
+one-channel batches are convolved image by image (see ``BcosConv2d._conv``); both help the
+loop too, but the batched evaluation, which is nearly all backward passes, more.  Measured
+on this project's 2-core CPU for the pipeline's B-cos CNN (MaxOut 2, 84×84 grids, best of
+5): 3.9–4.2× with both cores (torch's default), 4.3–4.45× for the trained checkpoint,
+3.1–3.35× on one thread (before those two changes: 2.9–3.1× and 2.2–2.3×).
 
     python scripts/bench_evaluate.py                       # the pipeline's B-cos CNN (params.yaml), untrained
     python scripts/bench_evaluate.py --checkpoint models/bcos_cnn.pt   # the trained one

@@ -90,6 +90,24 @@ def test_ixg_is_input_times_gradient_of_the_trained_model():
     assert torch.allclose(attribute(model, x.detach(), 4, "ixg")[:, 0], (g * x).sum(1).detach(), atol=1e-6)
 
 
+def test_gradcam_reads_the_vits_last_token_map():
+    """For a ViT the last 4-d output must be the last tokens as a grid, not the patch embedding."""
+    torch.manual_seed(0)
+    model = create_model("bcos_vit").eval()
+    x = inputs(model, size=28)
+    layer = gradcam_layer(model, x)
+    assert layer is model.token_map
+    captured = []
+    handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    assert captured[0].shape[1:] == (64, 7, 7)  # D channels on the 7×7 token grid
+    maps = attribute(model, x, TARGETS, "gradcam")
+    assert maps.shape == (len(x), TARGETS.shape[1], 28, 28) and maps.abs().sum() > 0
+
+
 def test_gradcam_reads_the_last_feature_map_and_upsamples(model):
     assert gradcam_layer(model, inputs(model)) is model.features[-1]
     maps = attribute(model, inputs(model, size=20), TARGETS, "gradcam", layer="features.0")

@@ -104,7 +104,9 @@ class TransformerBlock(nn.Module):
 class VisionTransformer(ImageClassifier):
     """patch embedding (+ position) → transformer blocks → norm → per-token classifier →
     mean over tokens → logit layer.  Module names: ``patch_embed``, ``pos_embed``,
-    ``blocks.0`` … (outputs (N, tokens, D)), ``norm``, ``classifier``, ``logit``."""
+    ``blocks.0`` … (outputs (N, tokens, D)), ``norm``, ``token_map`` (an identity that sees the
+    normalised last tokens as a spatial (N, D, h, w) map: the ViT's counterpart of a CNN's last
+    feature map, where Grad-CAM reads), ``classifier``, ``logit``."""
 
     def __init__(self, *, image_channels: int, num_classes: int, image_size: int, patch_size: int, dim: int,
                  depth: int, heads: int, mlp_dim: int, patch_embed: Callable[..., nn.Module],
@@ -122,6 +124,7 @@ class VisionTransformer(ImageClassifier):
         self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp_dim, linear, norm, attention, act)
                                       for _ in range(depth)])
         self.norm = norm(dim)
+        self.token_map = nn.Identity()
         self.classifier = linear(dim, num_classes)
         self.logit = logit or nn.Identity()
 
@@ -132,8 +135,9 @@ class VisionTransformer(ImageClassifier):
             raise ValueError(f"images must be at least {self.patch_size}×{self.patch_size} (got {tuple(x.shape)})")
         tokens = self.pos_embed(self.patch_embed(x), x)  # (N, D, h, w)
         n, _, h, w = tokens.shape
-        tokens = self.blocks(tokens.flatten(2).transpose(1, 2))  # (N, h·w, D)
-        return self.classifier(self.norm(tokens)).transpose(1, 2).reshape(n, -1, h, w)
+        tokens = self.norm(self.blocks(tokens.flatten(2).transpose(1, 2)))  # (N, h·w, D)
+        tokens = self.token_map(tokens.transpose(1, 2).reshape(n, -1, h, w)).flatten(2).transpose(1, 2)
+        return self.classifier(tokens).transpose(1, 2).reshape(n, -1, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit(self.class_maps(x).mean(dim=(2, 3)))
