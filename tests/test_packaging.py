@@ -31,6 +31,23 @@ def test_lock_pins_a_matching_torch_pair():
     torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
 
 
+def test_lock_pins_the_build_backend_pyproject_needs():
+    """`make` installs bcos_lib with --no-build-isolation, so the lock's setuptools must meet
+    pyproject's build-system requirement (e.g. the SPDX `license = "MIT"` needs setuptools ≥ 77)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock = dict(line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--no-build-isolation" in makefile
+    for req in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]:
+        r = Requirement(req)
+        assert r.name in lock, f"requirements.lock does not pin the build requirement {r.name}"
+        assert r.specifier.contains(lock[r.name]), f"locked {r.name}=={lock[r.name]} does not satisfy {req}"
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
