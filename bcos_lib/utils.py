@@ -40,9 +40,9 @@ def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 25
 
     By default glibc serves every allocation above 128 KiB (most activation and gradient
     tensors) with a fresh ``mmap`` and returns it on ``free``, so the next step touches new
-    pages and pays a page fault per 4 KiB: on this project's CPU runs that is 20–30 % of an
-    explanation's time (the zero-filled MaxOut gradients and the first layer's convolution
-    backward).  Raising the mmap threshold (to glibc's maximum, 32 MiB) and the trim
+    pages and pays a page fault per 4 KiB: on this project's CPU runs that was 20–30 % of an
+    explanation's time (measured before the B-cos conv's fused explanation node removed the
+    per-class zero-filled MaxOut gradients; large per-class gradients still remain).  Raising the mmap threshold (to glibc's maximum, 32 MiB) and the trim
     threshold keeps that memory in the heap.  Process-wide; called by the pipeline's
     ``setup`` and the benchmark, not on import.  Returns False (and does nothing) where
     the C library is not glibc.

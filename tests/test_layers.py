@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from bcos_lib.layers import (BcosAttention, BcosConv2d, BcosLinear, LogitLayer, UncentredBatchNorm2d,
                              UncentredLayerNorm, explanation_mode, v1_cifar_layer_scale, v1_layer_scale,
                              v1_logit_temperature)
+from bcos_lib.layers.bcos import bcos_scale
 from bcos_lib.layers.logit import V1_CIFAR_LOG10_TEMPERATURE
 from bcos_lib.layers.reference import bcos_conv2d_reference, reference_forward, unfold_patches
 
@@ -244,7 +245,6 @@ def test_one_channel_batch_convolved_image_by_image_is_the_same():
         layer.fused_explanation = False
         try:
             lin = F.conv2d(xr, w_hat, padding=1).view(5, 8, 2, 12, 12).max(2).values  # one batched conv
-            from bcos_lib.layers.bcos import bcos_scale
             norm = layer._patch_norm(xr)
             yr = lin * bcos_scale(lin, norm, 2.0, detach=True)
             yr.sum().backward()

@@ -107,6 +107,12 @@ def _check_scale(scale: float | str) -> float:
     return scale
 
 
+def _max_out(lin: Tensor, max_out: int) -> tuple[Tensor, Tensor]:
+    """MaxOut over each unit's ``max_out`` consecutive filters of (N, C·M, H, W): values and index (N, C, H, W)."""
+    n, cm, h, w = lin.shape
+    return lin.view(n, cm // max_out, max_out, h, w).max(2)
+
+
 class _FixedFactorUnit(torch.autograd.Function):
     """The explanation-mode B-cos unit after its convolution, as one autograd node.
 
@@ -122,9 +128,8 @@ class _FixedFactorUnit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, lin: Tensor, norm: Tensor | None, b: float, max_out: int, scale: float) -> Tensor:  # noqa: D102
-        n, cm, h, w = lin.shape
         if max_out > 1:
-            values, index = lin.view(n, cm // max_out, max_out, h, w).max(2)
+            values, index = _max_out(lin, max_out)
         else:
             values, index = lin, None
         if norm is not None:
@@ -139,8 +144,8 @@ class _FixedFactorUnit(torch.autograd.Function):
             factor = factor / scale
         factor = factor.to(lin.dtype)
         if index is not None:  # the factor at the chosen filter, 0 at the others
-            factor = torch.zeros_like(lin).view(n, cm // max_out, max_out, h, w).scatter_(
-                2, index.unsqueeze(2), factor.unsqueeze(2))
+            n, c, h, w = values.shape
+            factor = torch.zeros_like(lin).view(n, c, max_out, h, w).scatter_(2, index.unsqueeze(2), factor.unsqueeze(2))
         ctx.save_for_backward(factor)
         ctx.max_out = max_out
         return out
@@ -209,8 +214,7 @@ class BcosConv2d(ExplainableModule):
                     norm = self._patch_norm(x)
             return _FixedFactorUnit.apply(lin, norm, self.b, self.max_out, self.scale)
         if self.max_out > 1:
-            n, _, h, wd = lin.shape
-            lin = lin.view(n, self.out_channels, self.max_out, h, wd).max(2).values
+            lin = _max_out(lin, self.max_out).values
         if self.b != 1:
             norm = self._patch_norm(x)
             lin_c = lin.to(norm.dtype)
