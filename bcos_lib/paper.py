@@ -1,7 +1,7 @@
 """The papers' reported numbers (../shared/SPEC.md), for side-by-side tables and figures."""
 from __future__ import annotations
 
-__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "BCOS_V2_IMAGENET_ACCURACY", "CODA_CIFAR10_LOCALISATION",
+__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "BCOS_V2_IMAGENET_ACCURACY", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS",
            "CODA_LOCALISATION_BY_T"]
 
 #: B-cos v1, CIFAR-10, 9-layer net with MaxOut (public results notebook): B → top-1 accuracy (%)
@@ -15,3 +15,13 @@ CODA_CIFAR10_LOCALISATION = {"own": 0.912, "occlusion": 0.842, "gradcam": 0.726,
 
 #: CoDA Net localisation (own explanation) against the logit temperature T
 CODA_LOCALISATION_BY_T = {10: 0.31, 100: 0.64, 500: 0.84, 1000: 0.91}
+
+#: CSG (Liang et al., ECCV 2020): the defaults of the method (§3.3) and its claims, as stated
+#: (qualitative: the numbers are for CIFAR-10 / ImageNet / VOC networks, not comparable here)
+CSG_DEFAULTS = {"gate_init": 0.5, "sparsity_weight": 1e-3, "density": 0.2}
+CSG_CLAIMS = (
+    "accuracy comparable to standard training of the same network",
+    "a much higher mutual-information score (MIS): each last-layer filter serves few classes",
+    "better localisation by the class-specific filters' maps than by the standard network's",
+    "the class-specific activation pattern detects adversarial samples better than the standard network's",
+)
