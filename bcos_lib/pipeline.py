@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -25,12 +25,12 @@ from torch import nn
 
 from .config import Params, load_params
 from .data import ImageDataset, load_dataset, subset
-from .paths import output_root, project_root, resolve
+from .paths import output_root, resolve
 from .registry import create_model
 from .utils import atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, set_seed
 
-__all__ = ["Run", "setup", "load_data", "save_model", "load_model", "load_trained", "load_or_train", "ModelFileError",
-           "model_path", "model_keys", "write_csv", "save_figure"]
+__all__ = ["Run", "setup", "load_data", "save_model", "load_model", "load_trained", "ModelFileError", "model_path",
+           "model_keys", "write_csv", "save_figure"]
 
 MODEL_FORMAT = "bcos-companion/model-v1"
 
@@ -120,34 +120,6 @@ def load_trained(run: Run, key: str) -> nn.Module:
     """The trained model of ``models.<key>``, checked against params.yaml."""
     entry = run.params.model(key)
     return load_model(model_path(run, key), entry.arch, dict(entry.kwargs), run.device)
-
-
-def load_or_train(run: Run, key: str, log: Callable[[str], None] = print) -> tuple[nn.Module, str]:
-    """The trained model of ``models.<key>`` and where it came from, for notebooks that need one.
-
-    In this order: the pipeline's own ``models/<key>.pt`` in the project (made by ``dvc repro``,
-    checked against the default profile's params); the model of ``run``'s profile in its output
-    root (made earlier by the train stage or by this function); else that model is trained now
-    with ``run``'s settings (the tiny profile: about 15 s on a laptop CPU) and saved there, so
-    a fresh clone works and the next call loads it.  A file that does not fit params.yaml is
-    reported and skipped.
-    """
-    candidates = [(project_root() / "models" / f"{key}.pt", load_params(None, "default").model(key),
-                   "the pipeline's model"),
-                  (model_path(run, key), run.params.model(key), f"the {run.params.base.profile}-profile model")]
-    seen = set()
-    for path, entry, what in candidates:
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        try:
-            return load_model(path, entry.arch, dict(entry.kwargs), run.device), f"{what} {path}"
-        except ModelFileError as e:
-            log(f"not using {path}: {e}")
-    from .stages import train as train_stage
-
-    train_stage.run(run, key, log=log)
-    return load_trained(run, key), f"the {run.params.base.profile}-profile model trained just now ({model_path(run, key)})"
 
 
 def write_timing(run: Run, stage: str, key: str, seconds: float) -> Path:

@@ -1,5 +1,5 @@
 """The library pieces the tutorials (notebooks/tutorials/) stand on: the 2-D toy problem, the
-tutorial figures and ``pipeline.load_or_train``.  The notebooks themselves run under nbval."""
+tutorial figures and ``trained.load_or_train``.  The notebooks themselves run under nbval."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,8 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bcos_lib import figures, pipeline, toy  # noqa: E402
+from bcos_lib import pipeline, toy, trained  # noqa: E402
+from bcos_lib import tutorial_figures as figures  # noqa: E402
 from bcos_lib.explain import explain  # noqa: E402
 from bcos_lib.registry import create_model  # noqa: E402
 
@@ -101,30 +102,30 @@ def test_load_or_train_prefers_the_pipeline_model_then_the_profile_one_then_trai
 
     run = pipeline.setup("tiny", output_dir=str(tmp_path / "tiny-out"))
     project = tmp_path / "project"
-    monkeypatch.setattr(pipeline, "project_root", lambda: project)
+    monkeypatch.setattr(trained, "project_root", lambda: project)
     entry = run.params.model("bcos_cnn")
-    trained = []
+    trained_keys = []
 
     def fake_train(run_, key, log=print):  # what the train stage leaves behind, without the training
-        trained.append(key)
+        trained_keys.append(key)
         _saved_model(run_.params.model(key), pipeline.model_path(run_, key))
 
     monkeypatch.setattr(train_stage, "run", fake_train)
     messages: list[str] = []
 
     # nothing anywhere: trains with the run's settings and loads the result
-    model, source = pipeline.load_or_train(run, "bcos_cnn", log=messages.append)
-    assert trained == ["bcos_cnn"] and "trained just now" in source and model.model_name == "bcos_cnn"
+    model, source = trained.load_or_train(run, "bcos_cnn", log=messages.append)
+    assert trained_keys == ["bcos_cnn"] and "trained just now" in source and model.model_name == "bcos_cnn"
     # now the profile's model exists: loaded, not trained again
-    _, source = pipeline.load_or_train(run, "bcos_cnn", log=messages.append)
-    assert trained == ["bcos_cnn"] and source.startswith("the tiny-profile model")
+    _, source = trained.load_or_train(run, "bcos_cnn", log=messages.append)
+    assert trained_keys == ["bcos_cnn"] and source.startswith("the tiny-profile model")
     # the pipeline's own model wins over both
     pipeline_model = _saved_model(entry, project / "models" / "bcos_cnn.pt")
-    model, source = pipeline.load_or_train(run, "bcos_cnn", log=messages.append)
+    model, source = trained.load_or_train(run, "bcos_cnn", log=messages.append)
     assert source.startswith("the pipeline's model")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), pipeline_model.state_dict().values()))
     # a pipeline file for other settings is reported and skipped
     pipeline.save_model(create_model("bcos_cnn", channels=[4, 4], strides=[1, 2]), project / "models" / "bcos_cnn.pt")
-    _, source = pipeline.load_or_train(run, "bcos_cnn", log=messages.append)
+    _, source = trained.load_or_train(run, "bcos_cnn", log=messages.append)
     assert source.startswith("the tiny-profile model")
     assert any("not using" in m and "params.yaml asks for" in m for m in messages), messages
