@@ -43,8 +43,10 @@ test: data
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 tests -m "not slow"
 
+# JupyterLab on the notebooks for root and non-root alike; prints the URL with its token
+# (no browser on a headless machine). Options: scripts/lab.py, e.g. make lab LAB_ARGS="--port 9999"
 lab: data
-	$(BIN)/jupyter lab
+	$(BIN)/python scripts/lab.py $(LAB_ARGS)
 
 bench: setup
 	$(BIN)/python scripts/bench_evaluate.py
