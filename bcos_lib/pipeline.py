@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import Params, load_params
 from .data import ImageDataset, load_dataset, subset
-from .paths import output_root, resolve
+from .paths import output_root, project_root, resolve
 from .registry import create_model
 from .utils import atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, set_seed
 
@@ -49,7 +49,12 @@ class Run:
         return self.out.joinpath(*parts)
 
     def __repr__(self) -> str:
-        return f"Run(profile={self.params.base.profile!r}, out={str(self.out)!r}, device={self.device})"
+        # relative to the project: the executed notebooks show this, and must not differ between clones
+        try:
+            out = self.out.resolve().relative_to(project_root()).as_posix() or "."
+        except (ValueError, FileNotFoundError):
+            out = str(self.out)
+        return f"Run(profile={self.params.base.profile!r}, out={out!r}, device={self.device})"
 
 
 def setup(profile: str | None = None, output_dir: str | None = None, params_path: str | None = None) -> Run:

@@ -28,7 +28,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     model = create_model(entry.arch, **kwargs)
     fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed)
     ckpt = run.path("checkpoints", f"{key}.ckpt")
-    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epochs, device {run.device}")
+    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
     history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
                   fingerprint=fingerprint, progress=progress, log=log)
@@ -47,5 +47,6 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     write_timing(run, "train", key, seconds)
     if ckpt.exists():
         ckpt.unlink()
-    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epochs ({seconds:.0f} s)")
+    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}"
+        " (the time is in results/timing/)")
     return metrics
