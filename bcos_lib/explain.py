@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .layers.explanation_mode import explanation_mode, is_explainable
 
-__all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output"]
+__all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output", "describe_layer"]
 
 
 @dataclass
@@ -79,6 +79,29 @@ def _find_module(model: nn.Module, name: str) -> nn.Module:
     if name not in modules:
         raise KeyError(f"model has no layer {name!r}; layers: {', '.join(n for n in modules if n)}")
     return modules[name]
+
+
+def describe_layer(model: nn.Module, name: str) -> str:
+    """A hidden layer as a reader of the papers would name it: ``features.8`` of a CNN whose
+    feature stack is conv, norm, conv, norm, … → "conv layer 5 of 6"; ``features.9`` → "conv
+    layer 5 of 6, after its norm".  Other module paths are returned as they are."""
+    parent, _, index = name.rpartition(".")
+    try:
+        stack = list(_find_module(model, parent)) if parent else []
+    except (AttributeError, KeyError, TypeError):
+        return name
+    if not index.isdigit() or int(index) >= len(stack):
+        return name
+    is_conv = [isinstance(m, nn.modules.conv._ConvNd) or "conv" in type(m).__name__.lower() for m in stack]
+    i = int(index)
+    k, n = sum(is_conv[: i + 1]), sum(is_conv)
+    if not n or not k:
+        return name
+    if is_conv[i]:
+        return f"conv layer {k} of {n}"
+    kind = type(stack[i]).__name__.lower()
+    after = "norm" if "norm" in kind else "activation" if any(a in kind for a in ("relu", "gelu", "act")) else kind
+    return f"conv layer {k} of {n}, after its {after}"
 
 
 def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:

@@ -46,11 +46,12 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     feature_names = [f"features.{i}" for i, m in enumerate(getattr(model, "features", [])) if
                      not isinstance(m, (nn.ReLU, nn.Identity))]
     for name in feature_names[-4:]:
-        from ..explain import dynamic_linear_output
+        from ..explain import describe_layer, dynamic_linear_output
         with torch.no_grad():
             acts = dynamic_linear_output(model, x[:1], layer=name)
         ex = explain(model, x[:1], targets=acts.argmax(1), layer=name, smooth=cfg.smooth).squeeze_targets()
-        layers[name] = {"channel": int(ex.targets[0]), "contribution_map": ex.contribution_map[0].cpu(),
+        layers[name] = {"channel": int(ex.targets[0]), "title": describe_layer(model, name),
+                        "contribution_map": ex.contribution_map[0].cpu(),
                         "rgba": None if ex.rgba is None else ex.rgba[0].cpu()}
     # the identity check on up to batch_size test images
     xs = prepare_input(model, test_ds.images[: cfg.batch_size]).to(run.device)
