@@ -1,8 +1,8 @@
 """Attribution maps by method name: the model's own explanation and captum's post-hoc baselines.
 
-This is step 3 of the grid pointing game (SPEC §6): "for each class in the grid, compute
+This is step 3 of the grid pointing game (CoDA Nets §5, B-cos v1 §5.2): for each class in the grid, compute
 the model's attribution for that class over the whole grid (B-cos / CoDA: ``W(x) ⊙ x``
-summed over channels; post-hoc methods: their own map)".  :func:`attribute` returns every
+summed over channels; post-hoc methods: their own map).  :func:`attribute` returns every
 method's map in one shape, (N, T, H, W), summed over the input channels, so that the
 metrics in :mod:`bcos_lib.metrics` never need to know which method made a map.
 

@@ -1,4 +1,5 @@
-"""The papers' reported numbers (../shared/SPEC.md), for side-by-side tables and figures."""
+"""The papers' reported numbers (B-cos v1 and v2, CoDA Nets, and the B-cos v1 public results notebook), for
+side-by-side tables and figures."""
 from __future__ import annotations
 
 __all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "BCOS_V2_IMAGENET_ACCURACY", "CODA_CIFAR10_LOCALISATION",

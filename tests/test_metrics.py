@@ -1,4 +1,4 @@
-"""The grid pointing game and pixel deletion (bcos_lib.metrics, SPEC §6).
+"""The grid pointing game and pixel deletion (bcos_lib.metrics; CoDA Nets §5, B-cos v1 §5.2).
 
 Tiny models trained for a few seconds on "spots" (class c = a bright 3×3 square at
 position c on a 12×12 noise image) give confident pools with every class, so the whole
