@@ -1,8 +1,11 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
 #   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
+#                PROFILE=<name> first sets base.profile in params.yaml (validated; that line only),
+#                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs
 #   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
 PYTHON  ?= python3
 VENV    ?= .venv
+PROFILE ?=
 BIN     := $(abspath $(VENV))/bin
 # dvc runs papermill and python from the stage commands: they must be the venv's
 export PATH := $(BIN):$(PATH)
@@ -29,6 +32,9 @@ data: setup
 	$(BIN)/python -m bcos_lib.data fetch
 
 repro: data dvc.yaml
+ifneq ($(strip $(PROFILE)),)
+	$(BIN)/python -m bcos_lib.config --set-profile $(PROFILE)
+endif
 	$(BIN)/dvc repro
 
 # dvc.yaml is generated from params.yaml (models) and the stage code's imports

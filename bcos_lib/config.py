@@ -203,7 +203,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} in params.yaml; allowed here: {', '.join(names)}")
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed here: {', '.join(names)}")
     kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -301,14 +301,14 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
     name = profile or (raw.get("base") or {}).get("profile", "default")
     if name != "default":
         if name not in profiles:
-            raise ConfigError(f"unknown profile {name!r}; defined in params.yaml `profiles`: "
+            raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
                               f"default, {', '.join(profiles) or '(none)'}")
         _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
         merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
         try:
             _build(Params, merged, "")
         except ConfigError as e:
-            raise ConfigError(f"in profile {name!r} (profiles.{name} in params.yaml): {e}") from None
+            raise ConfigError(f"in profile {name!r} (profiles.{name}): {e}") from None
         raw = merged
     raw.setdefault("base", {})["profile"] = name
     params = _build(Params, raw, "")
@@ -336,3 +336,72 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
         return parse_params(raw, profile)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+_BASE_BLOCK = re.compile(r"^base:[ \t]*(#[^\n]*)?\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", re.M)
+_PROFILE_LINE = re.compile(r"^([ \t]+profile:[ \t]*)([^#\n]*?)([ \t]*(?:#[^\n]*)?)$", re.M)
+
+
+def set_profile(path: str | os.PathLike, name: str) -> bool:
+    """Set ``base.profile: <name>`` in the params file at ``path``, changing that line only
+    (comments and layout stay).  The file with the new profile is validated first: an unknown
+    profile or any other mistake raises :class:`ConfigError` and leaves the file as it was.
+    Returns whether the file changed."""
+    path = Path(path)
+    load_params(path, name)  # the file and the profile must be valid before anything is written
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    if (raw.get("base") or {}).get("profile", "default") == name and "profile" in (raw.get("base") or {}):
+        return False
+    block = _BASE_BLOCK.search(text)
+    if block is None:
+        new = f"base:\n  profile: {name}\n" + text
+    else:
+        body = block.group(2)
+        line = _PROFILE_LINE.search(body)
+        if line is not None:
+            body = body[:line.start(2)] + name + body[line.end(2):]
+        else:
+            indent = re.match(r"[ \t]+", body).group(0) if body.strip() else "  "
+            body = f"{indent}profile: {name}\n" + body
+        new = text[:block.start(2)] + body + text[block.end(2):]
+    expected = copy.deepcopy(raw)
+    expected.setdefault("base", {})["profile"] = name
+    if yaml.safe_load(new) != expected:  # a layout this simple edit does not understand
+        raise ConfigError(f"{path}: could not set base.profile without rewriting the file; "
+                          f"edit `profile:` under `base:` by hand")
+    from .utils import atomic_write
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bcos_lib.config [--profile NAME]``: validate params.yaml;
+    ``python -m bcos_lib.config --set-profile NAME``: validate, then set ``base.profile``."""
+    import argparse
+    import sys
+
+    from .paths import display_path, project_root
+
+    ap = argparse.ArgumentParser(prog="python -m bcos_lib.config", description=main.__doc__)
+    ap.add_argument("--params", help="the params file (default: the project's params.yaml)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--profile", help="validate with this profile instead of base.profile")
+    group.add_argument("--set-profile", metavar="NAME", help="set base.profile to NAME (validated first)")
+    args = ap.parse_args(argv)
+    path = Path(display_path(Path(args.params) if args.params else project_root() / "params.yaml"))
+    try:
+        if args.set_profile:
+            changed = set_profile(path, args.set_profile)
+            print(f"{path}: base.profile is {args.set_profile}" + ("" if changed else " (unchanged)"))
+        else:
+            p = load_params(path, args.profile)
+            print(f"{path}: valid (profile {p.base.profile}, models: {', '.join(p.models) or 'none'})")
+    except ConfigError as e:
+        print(f"error: {' '.join(str(e).split())} (nothing was changed: fix it and run again)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,7 +35,8 @@ HEADER = """\
 # do not edit by hand (`make repro` regenerates it; a test checks that it is current).
 #
 # The pipeline: data → train@<model> → explain@<model> / evaluate@<model> → figures → readme.
-# Every stage runs its notebook with papermill; the executed notebook is an output.  The
+# Every stage runs its notebook through bcos_lib.runner (papermill, after checking params.yaml;
+# the executed notebook is written only when every cell succeeded) and keeps it as an output.  The
 # per-model stages loop over `models` of params.yaml (below, with each model's method file and
 # the artefact its training starts from: the data summary, or the model named by `init_from`).
 # Outputs are `persist: true`: DVC does not delete them before a stage runs, and the stages
@@ -144,7 +145,7 @@ def _cmd(stage: str, key: str | None = None) -> str:
     nb = NOTEBOOKS[stage]
     out = f"results/notebooks/{nb}{'_${key}' if key else ''}.ipynb"
     models = " -p models ${key}" if key else ""
-    return (f"mkdir -p results/notebooks && papermill --log-output --no-progress-bar notebooks/{nb}.ipynb {out}"
+    return (f"python -m bcos_lib.runner notebooks/{nb}.ipynb {out}"
             f" -p profile ${{base.profile}} -p output_dir .{models}")
 
 

@@ -31,8 +31,7 @@ is an avg-pool kernel size (1 = no smoothing), applied before clamping.
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -308,14 +307,13 @@ def localisation_metric(ctx: EvalContext) -> MetricResult | None:
     stats, frames = {}, []
     for method in methods:
         g = posthoc_grids if method in posthoc_attributions() else cfg.n_grids
-        start = time.perf_counter()
         df = score_grids(ctx.model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, ctx.device,
                          **config_options(method, cfg))
         frames.append(df)
         stats[method] = {**summary_stats(df["score"]), "n_grids": int(g),
                          "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
         ctx.log(f"evaluate: {method:<16} localisation {stats[method]['mean']:.3f} "
-                f"(median {stats[method]['median']:.3f}, {g} grids, {time.perf_counter() - start:.1f} s)")
+                f"(median {stats[method]['median']:.3f}, {g} grids)")
     summary = {"grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids),
                         "seed": int(ctx.seed), "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
                         "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
@@ -334,7 +332,6 @@ def deletion_metric(ctx: EvalContext) -> MetricResult | None:
         return None
     aucs_by_method, frames = {}, []
     for method in methods:
-        start = time.perf_counter()
         opts = config_options(method, cfg) if method != "random" else {}
         aucs = {}
         for order in (("most",) if method == "random" else ("most", "least")):
@@ -344,8 +341,7 @@ def deletion_metric(ctx: EvalContext) -> MetricResult | None:
             aucs[f"auc_{order}"] = deletion_auc(df)
         aucs_by_method[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
         ctx.log(f"evaluate: {method:<16} deletion AUC most first {aucs_by_method[method]['auc_most']:.3f}, least first "
-                f"{aucs_by_method[method]['auc_least']:.3f} ({cfg.deletion_images} images, "
-                f"{time.perf_counter() - start:.1f} s)")
+                f"{aucs_by_method[method]['auc_least']:.3f} ({cfg.deletion_images} images)")
     summary = {"settings": {"n_images": int(min(cfg.deletion_images, len(ctx.test_data))),
                             "steps": int(cfg.deletion_steps), "seed": int(ctx.seed)},
                "methods": aucs_by_method, "skipped": skipped}

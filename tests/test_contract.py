@@ -101,7 +101,7 @@ def toy_method():
     registry.register_model(toy_net)
     method = M.register_method(M.Method(name="toy", paper="a test", models=("toy_net",), options=ToyOptions,
                                         training=toy_training, figures=toy_figures, report=toy_report))
-    metric = M.register_metric(M.Metric("toy_metric", toy_metric, ToyMetricOptions))
+    M.register_metric(M.Metric("toy_metric", toy_metric, ToyMetricOptions))
     try:
         yield method
     finally:

@@ -59,15 +59,19 @@ class ConvNet(ImageClassifier):
         return self.classifier(self.features(self.stem(x)))
 
     def explanation_layers(self, last: int = 4) -> dict[str, str]:
-        """The ``last`` conv/norm outputs of the feature stack (layers with parameters), titled by block."""
+        """The ``last`` conv/norm outputs of the feature stack (layers with parameters), named as a
+        reader of the papers would: "conv layer 5 of 6", "conv layer 5 of 6, after its norm"."""
+        layers = [(f"features.{i}", m) for i, m in enumerate(self.features)
+                  if next(m.parameters(), None) is not None]  # activations have no layer of their own
+        n = sum(1 for _, m in layers if "Norm" not in type(m).__name__)
         names: dict[str, str] = {}
-        block = 0
-        for i, m in enumerate(self.features):
-            if next(m.parameters(), None) is None:  # activations: no layer of their own
-                continue
-            is_norm = "Norm" in type(m).__name__
-            block += 0 if is_norm else 1
-            names[f"features.{i}"] = f"block {block} ({'after norm' if is_norm else 'conv'})"
+        k = 0
+        for name, m in layers:
+            if "Norm" in type(m).__name__:
+                names[name] = f"conv layer {k} of {n}, after its norm"
+            else:
+                k += 1
+                names[name] = f"conv layer {k} of {n}"
         return dict(list(names.items())[-last:])
 
     def forward(self, x: Tensor) -> Tensor:

@@ -25,12 +25,14 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     t0 = time.time()
     summary: dict[str, Any] = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,
                                "versions": versions()}
-    tables = {}
+    tables, seconds = {}, {}
     for metric, options in metrics:
+        start = time.time()
         ctx = EvalContext(key=key, model=model, entry=run.params.model(key), test_data=test_ds, cfg=cfg,
                           options=options, device=run.device, seed=run.params.base.seed, log=log,
                           load_train_data=lambda: load_data(run, "train"))
         result = metric.fn(ctx)
+        seconds[metric.name] = time.time() - start
         if result is None:
             log(f"evaluate: metric {metric.name!r} does not apply to {key}")
             continue
@@ -43,7 +45,7 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     for name, df in tables.items():
         write_csv(df, out / "tables" / f"{name}.csv")
     write_json(summary, out / "metrics.json")
-    write_timing(run, "evaluate", key, time.time() - t0)
+    write_timing(run, "evaluate", key, time.time() - t0, **seconds)
     return summary
 
 

@@ -91,5 +91,5 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
             plt.close(fig)
     report = make_report(res, sections, figures=sorted(written))
     written["report"] = atomic_write(run.path("results", "report.md"), lambda tmp: Path(tmp).write_text(report))
-    log(f"wrote {len(written) - 1} figures to {run.path('figures')} and {written['report']}")
+    log(f"wrote {len(written) - 1} figures to figures/ and results/report.md")  # no absolute path: same bytes in every clone
     return written

@@ -56,7 +56,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
                                      *([entry.options] if entry.options else []),
                                      *([entry.init_from] if entry.init_from else []))
     ckpt = run.path("checkpoints", f"{key}.ckpt")
-    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epochs, device {run.device}")
+    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
     history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
                   fingerprint=fingerprint, progress=progress, log=log, hooks=hooks)
@@ -75,5 +75,6 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     write_timing(run, "train", key, seconds)
     if ckpt.exists():
         ckpt.unlink()
-    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epochs ({seconds:.0f} s)")
+    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}"
+        " (the time is in results/timing/)")
     return metrics
