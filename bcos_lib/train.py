@@ -211,6 +211,11 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         if test_data is not None:
             m = evaluate_accuracy(model, test_data, loss_name, cfg.eval_batch_size, device)
             row.update(test_loss=m["loss"], test_accuracy=m["accuracy"])
+        if hooks.after_epoch is not None:
+            info = StepInfo(epoch=epoch, step=state["global_step"] - 1, epochs=cfg.epochs, total_steps=total,
+                            loss_name=loss_name)
+            with evaluating(model):
+                row.update({k: float(v) for k, v in hooks.after_epoch(model, info).items()})
         state["history"].append(row)
         # no wall time here: the executed notebook keeps this line, and a rerun must write the same bytes
         log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))

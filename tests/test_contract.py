@@ -66,7 +66,11 @@ def toy_training(model, options: ToyOptions, cfg):
     def after_step(model, info):
         CALLS["after_step"] += 1
 
-    return M.TrainHooks(step=step, after_step=after_step)
+    def after_epoch(model, info):
+        assert not model.training
+        return {"epoch_seen": info.epoch + 1}
+
+    return M.TrainHooks(step=step, after_step=after_step, after_epoch=after_epoch)
 
 
 @dataclass
@@ -147,6 +151,7 @@ def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_pat
     assert CALLS["after_step"] - before == 2 * 40  # 2000 images / 50 per step, 2 epochs
     history = pd.read_csv(run.path("results", "train", "toy", "history.csv"))
     assert "train_penalty" in history and (history["train_penalty"] > 0).all()
+    assert history["epoch_seen"].tolist() == [1, 2]
 
     ex = explain.run(run, "toy", log=lambda s: None)
     assert ex["explainable"] and ex["sums_to_logit"]

@@ -87,11 +87,15 @@ class TrainHooks:
     ``step(model, x, y, info) -> StepOutput`` replaces the default step
     (``loss(model(prepare_input(x)), y)``; see :func:`bcos_lib.train.default_step`, which a
     method's step may call and add to).  ``after_step(model, info)`` runs after each
-    optimiser step (under ``torch.no_grad``).
+    optimiser step (under ``torch.no_grad``).  ``after_epoch(model, info) -> {name: number}``
+    runs at the end of each epoch, after the test accuracy; what it returns joins that
+    epoch's row of ``history.csv`` (e.g. a localisation score measured on fixed grids, to
+    follow it over training).  It must not change the model or draw from the global RNG.
     """
 
     step: Callable[[nn.Module, Tensor, Tensor, StepInfo], StepOutput] | None = None
     after_step: Callable[[nn.Module, StepInfo], None] | None = None
+    after_epoch: Callable[[nn.Module, StepInfo], dict[str, float]] | None = None
 
 
 # ----------------------------------------------------------------------------- methods
