@@ -17,6 +17,7 @@ from bcos_lib.layers.reference import class_gate_reference, gate_renormalise_ref
 from bcos_lib.methods import EvalContext, ModelResult, StepInfo, get_metric
 from bcos_lib.methods import csg
 from bcos_lib.registry import create_model
+from bcos_lib.train import default_step
 
 torch.set_num_threads(1)
 
@@ -151,7 +152,7 @@ def test_training_hooks_gate_only_csg_epochs():
     model.zero_grad(set_to_none=True)
     gated = hooks.step(model, x, y, _info(1))
     assert gated.terms["csg_step"] == 1.0 and gated.terms["sparsity"] == pytest.approx(0.5 * (80 - 32))
-    plain = csg._plain_step(model, x, y, _info(1))
+    plain = default_step(model, x, y, _info(1))
     assert gated.loss.item() == pytest.approx(
         torch.nn.functional.cross_entropy(_gated_logits(model, x, y), y).item() + 0.5 * 48, rel=1e-6)
     assert not torch.isclose(gated.loss, plain.loss)
@@ -261,7 +262,7 @@ def trained(fmnist):
         for epoch in range(4):
             for x, y in batches(train, 100, shuffle=True, epoch=epoch):
                 info = _info(epoch, step)
-                r = hooks.step(model, x, y, info) if hooks else csg._plain_step(model, x, y, info)
+                r = hooks.step(model, x, y, info) if hooks else default_step(model, x, y, info)
                 opt.zero_grad()
                 r.loss.backward()
                 opt.step()

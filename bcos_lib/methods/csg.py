@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -49,6 +48,8 @@ from ..layers.csg import ClassSpecificGate, class_gates, gate_labels
 from ..models.base import prepare_input
 from ..models.cnn import ConvNet, bcos_cnn, std_cnn
 from ..registry import register_model
+from ..train import default_step
+from ..utils import evaluating
 from . import (EvalContext, Method, Metric, MetricResult, ModelResult, StepInfo, StepOutput, TrainHooks,
                register_method, register_metric, results_of)
 
@@ -144,12 +145,6 @@ def _gates_of(model: nn.Module) -> list[ClassSpecificGate]:
     return gates
 
 
-def _plain_step(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> StepOutput:
-    from ..train import loss_fn
-    out = model(prepare_input(model, x))
-    return StepOutput(loss=loss_fn(info.loss_name, out, y), logits=out)
-
-
 def csg_step(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo, options: CSGOptions) -> StepOutput:
     """One training step: standard (gate open) or, on a CSG epoch, gated by the true labels' columns
     with the sparsity loss added.  Logs the gate density and the sparsity term on every step."""
@@ -157,12 +152,12 @@ def csg_step(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo, options: CS
     csg = is_csg_epoch(info.epoch, options)
     if csg:
         with gate_labels(model, y):
-            result = _plain_step(model, x, y, info)
+            result = default_step(model, x, y, info)
         sparsity = sum(g.sparsity_loss(options.sparsity_weight, options.density) for g in gates)
         result = StepOutput(loss=result.loss + sparsity, logits=result.logits)
         sparsity_value = float(sparsity.detach())
     else:
-        result = _plain_step(model, x, y, info)
+        result = default_step(model, x, y, info)
         sparsity_value = 0.0
     with torch.no_grad():
         density = float(sum(g.density() for g in gates) / len(gates))
@@ -193,16 +188,6 @@ def training(model: nn.Module, options: CSGOptions | None, train_config: Any) ->
 
 
 # ----------------------------------------------------------------------------- analysis (pure functions)
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[nn.Module]:
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
-
-
 def _feature_module(model: nn.Module) -> nn.Module:
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
@@ -235,7 +220,7 @@ def feature_maps(model: nn.Module, images: Tensor, batch_size: int = 500,
     captured: list[Tensor] = []
     handle = _feature_module(model).register_forward_hook(lambda m, i, o: captured.append(o.detach().float().cpu()))
     try:
-        with _eval(model):
+        with evaluating(model):
             for i in range(0, len(images), max(1, batch_size)):
                 model(prepare_input(model, images[i:i + batch_size].to(device)))
     finally:
@@ -324,7 +309,7 @@ def gate_accuracies(model: nn.Module, ds: ImageDataset, batch_size: int = 1000,
     (a label-free gated pass).  An ungated model gives the open accuracy three times."""
     correct = {"accuracy_open": 0, "accuracy_true_gate": 0, "accuracy_predicted_gate": 0}
     gated = bool(class_gates(model))
-    with _eval(model):
+    with evaluating(model):
         for i in range(0, len(ds), batch_size):
             x = prepare_input(model, ds.images[i:i + batch_size].to(device))
             y = ds.labels[i:i + batch_size].to(device)
@@ -355,7 +340,7 @@ def pgd_attack(model: nn.Module, images: Tensor, labels: Tensor, eps: float, ste
     else:
         g = torch.Generator().manual_seed(seed)
         x = (x0 + (torch.rand(x0.shape, generator=g) * 2 - 1).to(x0.device) * eps).clamp(0, 1)
-    with _eval(model):
+    with evaluating(model):
         for _ in range(steps):
             x.requires_grad_(True)
             loss = F.cross_entropy(model(prepare_input(model, x)), labels)
@@ -519,14 +504,14 @@ def adversarial_detection_metric(ctx: EvalContext) -> MetricResult | None:
         ctx.log(f"adversarial_detection: skipped for {ctx.key}: {e}")
         return None
     ds = _sample(ctx.test_data, o.n_images, ctx.seed)
-    with torch.no_grad(), _eval(model):
+    with torch.no_grad(), evaluating(model):
         pred = torch.cat([model(prepare_input(model, ds.images[i:i + 500].to(device))).argmax(1).cpu()
                           for i in range(0, len(ds), 500)])
     keep = pred == ds.labels
     clean, labels = ds.images[keep], ds.labels[keep]
     adv = torch.cat([pgd_attack(model, clean[i:i + 250].to(device), labels[i:i + 250].to(device), o.eps, o.steps,
                                 seed=ctx.seed + i).cpu() for i in range(0, len(clean), 250)])
-    with torch.no_grad(), _eval(model):
+    with torch.no_grad(), evaluating(model):
         adv_pred = torch.cat([model(prepare_input(model, adv[i:i + 500].to(device))).argmax(1).cpu()
                               for i in range(0, len(adv), 500)])
     fooled = adv_pred != labels
@@ -621,7 +606,7 @@ def plot_mis(per_filter: Mapping[str, np.ndarray]) -> Any:
 def top_filters(mi: np.ndarray, gate: np.ndarray | None, cls: int, k: int = 3) -> np.ndarray:
     """The class's ``k`` top filters: by gate value (ties broken by MI) for a gated model, by MI otherwise."""
     keys = (mi[cls],) if gate is None else (mi[cls], gate[:, cls])
-    return np.lexsort(keys)[::-1][:k]
+    return np.lexsort(keys)[::-1][:k].copy()
 
 
 def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray]], class_name: str) -> Any:
