@@ -1,6 +1,7 @@
 """Layer families, one per file: B-cos conv/linear, B-cos attention, uncentred norms, the
-logit layer, input encodings, the explanation-mode switch and the layers of B-cosified networks.  ``reference`` holds slow
-float64 references of the fast layers (for the tests)."""
+logit layer, input encodings, the explanation-mode switch, and the layers of B-cosified
+networks (``bcosified``).  ``reference`` holds slow float64 references of the fast layers
+(for the tests)."""
 from .attention import BcosAttention, attention_weights
 from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
 from .encoding import AddInverse, Normalize, add_inverse, check_encoded_input
