@@ -4,7 +4,7 @@ networks (``bcosified``).  ``reference`` holds slow float64 references of the fa
 (for the tests)."""
 from .attention import BcosAttention, attention_weights
 from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
-from .encoding import AddInverse, Normalize, add_inverse, check_encoded_input
+from .encoding import Normalize, add_inverse, check_encoded_input
 from .explanation_mode import ExplainableModule, explanation_mode, is_explainable
 from .logit import LogitLayer, default_logit_bias, v1_logit_temperature
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
@@ -12,7 +12,7 @@ from .bcosified import (BcosifiedAttention, BcosifiedConv2d, BcosifiedLinear, De
                         FoldedBatchNorm2d)
 
 __all__ = ["BcosConv2d", "BcosLinear", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale", "BcosAttention",
-           "attention_weights", "AddInverse", "Normalize", "add_inverse", "check_encoded_input",
+           "attention_weights", "Normalize", "add_inverse", "check_encoded_input",
            "ExplainableModule", "explanation_mode", "is_explainable", "LogitLayer", "default_logit_bias",
            "v1_logit_temperature", "UncentredBatchNorm2d", "UncentredLayerNorm", "BcosifiedConv2d", "BcosifiedLinear",
            "FoldedBatchNorm2d", "DetachedLayerNorm", "DynamicGELU", "BcosifiedAttention"]
