@@ -12,8 +12,9 @@ or kept and faded out linearly over fine-tuning.
 
 The experiment (group ``bcosification``): the B-cosified ``std_cnn``, fine-tuned, against the
 B-cos CNN of the same shape trained from scratch; accuracy and localisation after every epoch
-(``fixed_grid_localisation``: the own explanation on grids that are the same for every model
-and epoch), the curves (:func:`plot_bcosification`) and the speed-up (:func:`speedup`).
+(``train.epoch_metrics: [fixed_grid_localisation]``: the own explanation on grids that are the
+same for every model and epoch), the curves (:func:`plot_bcosification`) and the speed-up
+(:func:`speedup`).
 """
 from __future__ import annotations
 
@@ -210,18 +211,17 @@ def _pair(results: Mapping[str, ModelResult]) -> tuple[ModelResult | None, Model
     return scratch, converted
 
 
-def _seconds_per_epoch(r: ModelResult) -> float | None:
-    t = r.train or {}
-    seconds = t.get("train_seconds") or t.get("seconds")
-    return float(seconds) / len(r.history) if seconds and r.history is not None and len(r.history) else None
+def _images_per_epoch(r: ModelResult) -> float | None:
+    n = (r.train or {}).get("n_train")
+    return float(n) if n else None
 
 
 def plot_bcosification(curves: Mapping[str, pd.DataFrame], target: float | None = None) -> Any:
     """Test accuracy (and, where recorded, localisation on the fixed grids) per epoch; one curve per
     model label.  ``target``: the from-scratch final accuracy, drawn as a line."""
     import matplotlib.pyplot as plt
-    has_loc = any("fixed_grid_localisation" in h and h["fixed_grid_localisation"].notna().any()
-                  for h in curves.values())
+    col = "fixed_grid_localisation_mean"   # the history column of train.epoch_metrics: [fixed_grid_localisation]
+    has_loc = any(col in h and h[col].notna().any() for h in curves.values())
     fig, axes = plt.subplots(1, 2 if has_loc else 1, figsize=(9 if has_loc else 4.8, 3.3), squeeze=False)
     a = axes[0, 0]
     for label, h in curves.items():
@@ -233,8 +233,8 @@ def plot_bcosification(curves: Mapping[str, pd.DataFrame], target: float | None 
     if has_loc:
         b = axes[0, 1]
         for label, h in curves.items():
-            if "fixed_grid_localisation" in h:
-                b.plot(h["epoch"], h["fixed_grid_localisation"], marker="o", label=label)
+            if col in h:
+                b.plot(h["epoch"], h[col], marker="o", label=label)
         b.set(xlabel="epoch", ylabel="localisation (own explanation)", title="grid pointing game, fixed grids",
               ylim=(0, 1))
     fig.tight_layout()
@@ -259,25 +259,28 @@ def report(results: Mapping[str, ModelResult]) -> str:
     scratch, converted = _pair(results)
     if scratch is None or converted is None:
         return ""
-    s = speedup(scratch.history, converted.history, int(converted.entry.kwargs.get("num_classes", 10)),
-                _seconds_per_epoch(scratch), _seconds_per_epoch(converted))
+    n_classes = int(converted.entry.kwargs.get("num_classes", 10))  # chance level = the curves' start
+    s = speedup(scratch.history, converted.history, n_classes)
+    img_s, img_c = _images_per_epoch(scratch), _images_per_epoch(converted)
     rows = []
     for r, start in ((scratch, "random init"), (converted, f"`{converted.entry.init_from}` (trained), converted")):
-        loc = (r.metric("localisation") or {}).get("localisation", {}).get("own", {}).get("mean")
+        loc = (r.metric("localisation") or {}).get("methods", {}).get("own", {}).get("mean")
         fixed = (r.metric("fixed_grid_localisation") or {}).get("mean")
         rows.append(f"| `{r.key}` | {r.label} | {start} | {len(r.history)} | "
                     f"{_fmt(float(r.history['test_accuracy'].iloc[-1]))} | {_fmt(loc, 3)} | {_fmt(fixed, 3)} |")
     paper = ", ".join(f"{k} {v}×" for k, v in BCOSIFICATION_SPEEDUP.items())
-    ratio = _fmt(s["ratio"], 1) + "×" if s["ratio"] else "not reached"
+    reached = (f"**{s['ratio']:.1f}× fewer**" if s["ratio"] else
+               f"**not reached** in its {len(converted.history)} epoch(s)")
     lines = ["### B-cosification (fine-tuned conversion vs B-cos from scratch)", "",
              "| model | | starts from | epochs | test accuracy (%) | localisation (own) | fixed-grid localisation |",
              "|---|---|---|---|---|---|---|", *rows, "",
              f"Epochs to reach the from-scratch accuracy ({s['target_accuracy']:.2f} %): from scratch "
-             f"{_fmt(s['scratch_epochs'])}, B-cosified {_fmt(s['bcosified_epochs'])}: **{ratio} fewer** "
+             f"{_fmt(s['scratch_epochs'])}, B-cosified {_fmt(s['bcosified_epochs'])}: {reached} "
              f"(paper, ImageNet: {paper})."]
-    if "seconds_ratio" in s:
-        lines.append(f"In training time: {s['scratch_seconds']:.0f} s vs {s['bcosified_seconds']:.0f} s "
-                     f"({s['seconds_ratio']:.1f}×).")
+    if img_s and img_c and s["ratio"]:
+        lines.append(f"In training images seen: {s['scratch_epochs'] * img_s:,.0f} from scratch, "
+                     f"{s['bcosified_epochs'] * img_c:,.0f} for the B-cosified model (not counting the "
+                     f"{converted.entry.init_from} it starts from).")
     return "\n".join(lines) + "\n"
 
 
