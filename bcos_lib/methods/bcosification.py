@@ -250,7 +250,9 @@ def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
 
 
 def _fmt(v: Any, nd: int = 2) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
 def report(results: Mapping[str, ModelResult]) -> str:
