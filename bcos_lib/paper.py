@@ -4,7 +4,8 @@ Each method file of :mod:`bcos_lib.methods` reads its paper's numbers from here;
 """
 from __future__ import annotations
 
-__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS"]
+__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS",
+           "BCOSIFICATION_SPEEDUP", "BCOS_V2_FROM_SCRATCH_IMAGENET"]
 
 #: B-cos v1 (CVPR 2022), CIFAR-10, 9-layer net with MaxOut (the authors' public results notebook):
 #: B → top-1 accuracy (%)
@@ -23,3 +24,9 @@ CSG_CLAIMS = (
     "better localisation by the class-specific filters' maps than by the standard network's",
     "the class-specific activation pattern detects adversarial samples better than the standard network's",
 )
+#: B-cosification (NeurIPS 2024) §4, ImageNet: how many times fewer epochs the B-cosified model
+#: needs than the B-cos model trained from scratch to reach the latter's accuracy
+BCOSIFICATION_SPEEDUP = {"DenseNet-121": 4.7, "ViT-S": 9.0}
+
+#: B-cos v2 (TPAMI 2024) trained from scratch, ImageNet top-1 (%): the accuracies B-cosification aims at
+BCOS_V2_FROM_SCRATCH_IMAGENET = {"ResNet-50": 75.88, "DenseNet-121": 73.61, "ViT-B (simple)": 74.41, "ViT-c-B": 77.15}
