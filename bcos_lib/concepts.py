@@ -209,7 +209,8 @@ class ClipConcepts:
 
         self.concepts = [str(c) for c in concepts]
         if not self.concepts:
-            raise ConceptError(f"{option}.concepts: the CLIP backend needs a list of concepts (a text file, one per line)")
+            raise ConceptError(f"{option}.concepts: the CLIP backend needs a list of concepts "
+                               "(a text file, one per line)")
         self.classes, self.device, self.batch_size = tuple(classes), torch.device(device), batch_size
         self.kinds = ["class" if c in self.classes else "concept" for c in self.concepts]
         if model is None:

@@ -19,7 +19,8 @@ For a layer with C neurons and a probe set of N images:
 
 **Dissection quality** (:func:`dissection_quality`): a neuron's label is *right for its class*
 when it is a concept of the class the neuron supports most, i.e. of its largest weight into
-the classifier (:func:`readout_weights`; for a ViT's MLP the mean gradient of the logits); the score is the share of such neurons, next to the
+the classifier (:func:`readout_weights`; for a ViT's MLP the mean gradient of the logits); the
+score is the share of such neurons, next to the
 mean soft-WPMI of the chosen labels.  **Density** (:func:`activation_density`): the fraction of
 non-zero outputs of every activation layer (ReLU, GELU, LWTA), the paper's sparsity.
 """

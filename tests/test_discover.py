@@ -17,7 +17,7 @@ from bcos_lib.config import ConfigError
 from bcos_lib.data import FASHION_MNIST_CLASSES, ImageDataset
 from bcos_lib.dissect import (activation_density, activation_layers, dissect, dissection_quality, last_hidden_layer,
                               layer_activations, readout_weights, soft_wpmi)
-from bcos_lib.layers import LWTA, lwta, lwta_kl
+from bcos_lib.layers import LWTA, local_winner_takes_all, lwta_kl
 from bcos_lib.layers.lwta import gumbel_noise
 from bcos_lib.layers.reference import lwta_kl_reference, lwta_reference, reference_forward
 from bcos_lib.methods import EvalContext, ModelResult, StepInfo
@@ -80,7 +80,7 @@ def test_straight_through_node_equals_the_gumbel_softmax_estimator():
     torch.manual_seed(0)
     h = torch.randn(4, 16, 3, 3, dtype=torch.float64, requires_grad=True)
     g, w = gumbel_noise(h), torch.randn(4, 16, 3, 3, dtype=torch.float64)
-    (lwta(h, 4, 1, sample=True, temperature=0.7, noise=g) * w).sum().backward()
+    (local_winner_takes_all(h, 4, 1, sample=True, temperature=0.7, noise=g) * w).sum().backward()
     fast = h.grad.clone()
     h.grad = None
     b, gb = h.unflatten(1, (4, 4)), g.unflatten(1, (4, 4))
@@ -88,10 +88,10 @@ def test_straight_through_node_equals_the_gumbel_softmax_estimator():
     hard = F.one_hot((b + gb).argmax(2), 4).movedim(-1, 2).double()
     y = (b * (hard - soft.detach() + soft)).flatten(1, 2)
     (y * w).sum().backward()
-    torch.testing.assert_close(lwta(h, 4, 1, sample=True, temperature=0.7, noise=g), y)
+    torch.testing.assert_close(local_winner_takes_all(h, 4, 1, sample=True, temperature=0.7, noise=g), y)
     torch.testing.assert_close(fast, h.grad)
-    torch.testing.assert_close(lwta(h, 4, 1, sample=False), lwta_reference(h.detach(), 4, 1))
-    torch.testing.assert_close(lwta(h, 4, 1, sample=True, noise=g, straight_through=False),
+    torch.testing.assert_close(local_winner_takes_all(h, 4, 1, sample=False), lwta_reference(h.detach(), 4, 1))
+    torch.testing.assert_close(local_winner_takes_all(h, 4, 1, sample=True, noise=g, straight_through=False),
                                lwta_reference(h.detach(), 4, 1, noise=g))
 
 
@@ -149,6 +149,17 @@ def test_lwta_cnn_with_one_competitor_is_the_standard_cnn():
     lwta = create_model("lwta_cnn", competitors=4, **SMALL)
     assert [type(m) for m in lwta.features] == [type(m) for m in twin.features]
     assert all(m.competitors == 4 for m in D.lwta_layers(lwta)) and len(D.lwta_layers(lwta)) == 4
+
+
+def test_norm_scale_sets_the_scale_of_the_competing_pre_activations():
+    cnn = create_model("lwta_cnn", competitors=4, norm_scale=5.0, **SMALL)
+    norms = [m for m in cnn.features if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 4 and all(torch.equal(n.weight, torch.full_like(n.weight, 5.0)) for n in norms)
+    vit = create_model("lwta_vit", depth=2, norm_scale=3.0)
+    assert all(torch.equal(b.norm2.weight, torch.full_like(b.norm2.weight, 3.0)) for b in vit.blocks)
+    assert torch.equal(vit.blocks[0].norm1.weight, torch.ones(64))
+    with pytest.raises(ValueError, match="norm_scale must be > 0"):
+        create_model("lwta_cnn", norm_scale=0.0)
 
 
 def test_lwta_vit_uses_lwta_in_its_mlps_and_an_additive_position_embedding():
@@ -288,7 +299,8 @@ def test_visual_measures_and_concepts():
     m = visual_measures(images)
     assert m["aspect"][0] > 1 and m["aspect"][1] < -1                                # log(24/6) = ±1.39
     assert m["intensity"][2] == 1.0 and m["intensity"][3] == pytest.approx(0.2)
-    assert m["texture"][4] == pytest.approx(0.6 * 11 * 12 / (2 * 11 * 12)) and m["texture"][2] == 0 and m["texture"][3] == 0
+    assert m["texture"][4] == pytest.approx(0.6 * 11 * 12 / (2 * 11 * 12))       # 0.6 steps between stripes
+    assert m["texture"][2] == 0 and m["texture"][3] == 0
     assert m["symmetry"][2] == pytest.approx(1.0) and m["symmetry"][5] == 0           # no overlap with its mirror
     assert m["area"][0] == pytest.approx(144 / 784)
     empty = visual_measures(torch.zeros(1, 1, 28, 28))

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LWTA", "lwta", "lwta_kl", "gumbel_noise", "FALLBACKS", "TEST_MODES"]
+__all__ = ["LWTA", "local_winner_takes_all", "lwta_kl", "gumbel_noise", "FALLBACKS", "TEST_MODES"]
 
 FALLBACKS = ("relu", "gelu")
 TEST_MODES = ("deterministic", "stochastic")
@@ -97,8 +97,9 @@ class _StraightThroughLWTA(torch.autograd.Function):
         return grad, None, None, None
 
 
-def lwta(h: Tensor, competitors: int, dim: int = 1, sample: bool = False, temperature: float = 1.67,
-         straight_through: bool = True, noise: Tensor | None = None) -> Tensor:
+def local_winner_takes_all(h: Tensor, competitors: int, dim: int = 1, sample: bool = False,
+                           temperature: float = 1.67, straight_through: bool = True,
+                           noise: Tensor | None = None) -> Tensor:
     """Winner-takes-all over blocks of ``competitors`` units along ``dim`` of ``h``.
 
     ``sample=False``: the winner is the largest pre-activation of the block.  ``sample=True``:
@@ -174,8 +175,8 @@ class LWTA(nn.Module):
             return F.relu(h) if self.fallback == "relu" else F.gelu(h)
         self.last_kl = lwta_kl(h, self.competitors, self.dim) if (self.training and self.track_kl) else None
         sample = self.training or self.test_mode == "stochastic"
-        return lwta(h, self.competitors, self.dim, sample=sample, temperature=self.temperature,
-                    straight_through=self.training)
+        return local_winner_takes_all(h, self.competitors, self.dim, sample=sample, temperature=self.temperature,
+                                      straight_through=self.training)
 
     def extra_repr(self) -> str:
         if self.competitors == 1:

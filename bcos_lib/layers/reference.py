@@ -206,7 +206,8 @@ def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
         return bcos_attention_reference(x, module.qkv.weight, module.proj.weight, module.heads, module.qkv.b)
     if isinstance(module, LWTA):
         if module.training or module.test_mode != "deterministic":
-            raise ValueError("the LWTA reference covers the deterministic winner (eval mode, test_mode='deterministic')")
+            raise ValueError("the LWTA reference covers the deterministic winner "
+                             "(eval mode, test_mode='deterministic')")
         if module.competitors == 1:
             return x.clamp_min(0) if module.fallback == "relu" else 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
         return lwta_reference(x, module.competitors, module.dim)

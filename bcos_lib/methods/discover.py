@@ -57,12 +57,25 @@ def _check_widths(widths: Sequence[int], competitors: int, what: str) -> None:
                          f"multiples of U, or U = 1 for the usual activation")
 
 
+def _scale_norms(norms: Sequence[nn.Module], scale: float) -> None:
+    if not scale > 0:
+        raise ValueError(f"norm_scale must be > 0, got {scale!r}")
+    for norm in norms:
+        nn.init.constant_(norm.weight, scale)
+
+
 @register_model
 def lwta_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS,
-             strides: Sequence[int] = DEFAULT_STRIDES, competitors: int = 8, mean: float = FMNIST_MEAN,
-             std: float = FMNIST_STD) -> ConvNet:
+             strides: Sequence[int] = DEFAULT_STRIDES, competitors: int = 8, norm_scale: float = 1.0,
+             mean: float = FMNIST_MEAN, std: float = FMNIST_STD) -> ConvNet:
     """``std_cnn`` with a stochastic LWTA of ``competitors`` channels per block in place of every
-    ReLU (DISCOVER §3); ``competitors`` must divide every width.  U = 1: exactly ``std_cnn``."""
+    ReLU (DISCOVER §3); ``competitors`` must divide every width.  U = 1: exactly ``std_cnn``.
+
+    ``norm_scale``: the initial scale γ of the batch norms in front of the LWTA layers.  The
+    winner is sampled from softmax(h) of the block's pre-activations, which batch norm makes
+    unit-variance: then the largest of 8 units wins only about a third of the samples, and the
+    network first has to learn larger pre-activations before its competitions mean anything.  A
+    larger initial γ makes them decisive from the start (README, DISCOVER: the measured effect)."""
     _check_widths(channels, competitors, "channels")
 
     def conv(ci: int, co: int, **kw) -> nn.Conv2d:
@@ -71,11 +84,13 @@ def lwta_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     def classifier(ci: int, co: int, **kw) -> nn.Conv2d:
         return nn.Conv2d(ci, co, bias=True, **kw)
 
-    return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
-                   conv=conv, classifier=classifier, norm=nn.BatchNorm2d,
-                   act=lambda: LWTA(competitors, dim=1, fallback="relu"),
-                   stem=Normalize([mean] * image_channels, [std] * image_channels), logit=None,
-                   encoding="none", default_loss="ce")
+    model = ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
+                    conv=conv, classifier=classifier, norm=nn.BatchNorm2d,
+                    act=lambda: LWTA(competitors, dim=1, fallback="relu"),
+                    stem=Normalize([mean] * image_channels, [std] * image_channels), logit=None,
+                    encoding="none", default_loss="ce")
+    _scale_norms([m for m in model.features if isinstance(m, nn.BatchNorm2d)], norm_scale)
+    return model
 
 
 class AdditivePositionEmbedding(PositionEmbedding):
@@ -110,21 +125,26 @@ class ConventionalViT(VisionTransformer):
 @register_model
 def lwta_vit(num_classes: int = 10, image_channels: int = 1, image_size: int = 28, patch_size: int = 4,
              dim: int = 64, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, competitors: int = 8,
-             pos_resize: str = "tile", mean: float = FMNIST_MEAN, std: float = FMNIST_STD) -> VisionTransformer:
+             norm_scale: float = 1.0, pos_resize: str = "tile", mean: float = FMNIST_MEAN,
+             std: float = FMNIST_STD) -> VisionTransformer:
     """A conventional small ViT (linear layers with biases, layer norm, softmax attention, the input
     normalised inside) whose MLPs use a stochastic LWTA over blocks of ``competitors`` hidden units
-    (DISCOVER's ViTs); U = 1: the usual GELU ViT.  Same shape as ``bcos_vit``."""
+    (DISCOVER's ViTs); U = 1: the usual GELU ViT.  Same shape as ``bcos_vit``.  ``norm_scale``: the
+    initial scale of the layer norm in front of every MLP, which sets the scale of the competing
+    pre-activations (as in ``lwta_cnn``)."""
     mlp_dim = int(round(mlp_ratio * dim))
     _check_widths([mlp_dim], competitors, "MLP width (mlp_ratio · dim)")
 
     def patch_embed(ci: int, co: int, **kw) -> nn.Module:
         return nn.Sequential(Normalize([mean] * ci, [std] * ci), nn.Conv2d(ci, co, **kw))
 
-    return ConventionalViT(image_channels=image_channels, num_classes=num_classes, image_size=image_size,
-                           patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-                           patch_embed=patch_embed, linear=nn.Linear, norm=nn.LayerNorm, attention=SelfAttention,
-                           act=lambda: LWTA(competitors, dim=-1, fallback="gelu"), pos_resize=pos_resize,
-                           logit=None, encoding="none", default_loss="ce")
+    model = ConventionalViT(image_channels=image_channels, num_classes=num_classes, image_size=image_size,
+                            patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
+                            patch_embed=patch_embed, linear=nn.Linear, norm=nn.LayerNorm, attention=SelfAttention,
+                            act=lambda: LWTA(competitors, dim=-1, fallback="gelu"), pos_resize=pos_resize,
+                            logit=None, encoding="none", default_loss="ce")
+    _scale_norms([block.norm2 for block in model.blocks], norm_scale)
+    return model
 
 
 def lwta_layers(model: nn.Module) -> list[LWTA]:
@@ -225,7 +245,7 @@ def _density(ctx: EvalContext) -> MetricResult | None:
 class DissectionOptions:
     """``evaluate.options.dissection``."""
 
-    layer: str = ""                 # module name; "" = the last hidden activation layer (the one the labels are scored on)
+    layer: str = ""                 # module name; "" = the last hidden activation layer
     backend: str = "annotated"      # annotated (class names, attribute table, pixel concepts) | clip (open_clip)
     concepts: str = ""              # annotated: a YAML table `concept: [class, …]` replacing the built-in one;
                                     # clip: a text file, one concept per line ("" = class names + built-in attributes)
@@ -291,7 +311,8 @@ def _dissection(ctx: EvalContext) -> MetricResult | None:
     weights = readout_weights(model, d.layer, probe.images[:500], opts.batch_size, ctx.device)
     summary, table = dissection_quality(d, weights, backend.class_concepts, probe.classes)
     summary.update(layer=d.layer, backend=backend.name, n_images=len(probe))
-    ctx.log(f"{ctx.key}: {summary['n_neurons']} neurons of {d.layer} labelled; {100 * summary['share_class_concept']:.0f} % "
+    ctx.log(f"{ctx.key}: {summary['n_neurons']} neurons of {d.layer} labelled; "
+            f"{100 * summary['share_class_concept']:.0f} % "
             f"with a concept of the class they support most, mean soft-WPMI {summary['mean_soft_wpmi']:.2f}")
     return MetricResult(summary, {"dissection": table.assign(model=ctx.key)})
 
@@ -445,7 +466,8 @@ def report(results: Mapping[str, ModelResult]) -> str:
         rows.append(f"| `{r.key}` | {r.label} | {d.get('competitors', '–')} | {_f(acc, 2)} | "
                     f"{_f(stoch, 2) if stoch is not None else '–'} | {_pct(d.get('mean_density'))} | "
                     f"{_pct(d.get('last_density'))} | {_pct(q.get('share_class_concept'))} | "
-                    f"{_f(q.get('mean_soft_wpmi'), 2)} | {q.get('n_distinct_labels', '–')}/{q.get('n_neurons', '–')} |")
+                    f"{_f(q.get('mean_soft_wpmi'), 2)} | "
+                    f"{q.get('n_distinct_labels', '–')}/{q.get('n_neurons', '–')} |")
     if not rows:
         return ""
     lines = ["### DISCOVER: competition (LWTA) and dissection", "",
@@ -454,7 +476,8 @@ def report(results: Mapping[str, ModelResult]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|", *rows,
              f"| paper (DeiT, ImageNet) | | 24 | | | ≈ {100 * DISCOVER_DENSITY:.0f} % | | | | |", "",
              "Density: the fraction of non-zero outputs of every activation layer (ReLU, GELU, LWTA) on test images. "
-             "Labels: soft-WPMI over annotated concepts (class names, attributes, pixel concepts) for the neurons of the "
+             "Labels: soft-WPMI over annotated concepts (class names, attributes, pixel concepts) for the neurons "
+             "of the "
              "last hidden layer; a label *fits* when it is a concept of the class the neuron's largest classifier "
              "weight goes to.", ""]
     return "\n".join(lines)
