@@ -68,6 +68,8 @@ class ModelEntry:
     evaluate: dict[str, Any] = field(default_factory=dict)
     group: str = ""                                       # e.g. "b_sweep": models drawn together in a figure
     label: str = ""                                       # how figures and tables name the model
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (its `options` dataclass)
+    init_from: str = ""                                   # start from this trained model (a key of `models`)
 
 
 @dataclass
@@ -93,6 +95,8 @@ class EvaluateConfig:
     deletion_images: int = 200
     deletion_steps: int = 20
     deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
+    metrics: list[str] = field(default_factory=lambda: ["localisation", "deletion"])  # registered metrics to run
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric: its own options
 
 
 @dataclass
@@ -208,9 +212,59 @@ _CHOICES = {
     "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
     "train.optimizer": lambda v: v in ("adam", "sgd"),
     "train.schedule": lambda v: v in ("cosine", "constant"),
-    "train.loss": lambda v: v in ("auto", "bce", "ce"),
+    "train.loss": lambda v: v == "auto" or v in _losses(),
     "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
 }
+
+
+def _losses() -> tuple[str, ...]:
+    from .train import LOSSES
+    return tuple(LOSSES)
+
+
+def _validate_model(p: Params, key: str, entry: ModelEntry) -> None:
+    """A model entry against the registries: its arch, kwargs, method options, start model,
+    and the attribution methods and metrics (with their options) it is evaluated with."""
+    from .attribution import list_attributions
+    from .methods import get_metric, list_metrics, method_of, method_options, metric_options
+    from .registry import list_models, model_signature
+    if entry.arch not in list_models():
+        raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
+    accepted = model_signature(entry.arch)
+    for k in entry.kwargs:
+        if k not in accepted:
+            raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
+                              f"{', '.join(accepted)}")
+    method_of(entry.arch)
+    method_options(entry, key)
+    if entry.init_from:
+        if entry.init_from not in p.models:
+            raise ConfigError(f"models.{key}.init_from: {entry.init_from!r} is not a key of `models` "
+                              f"(defined: {', '.join(p.models)})")
+        seen, k = [key], entry.init_from
+        while k:
+            if k in seen:
+                raise ConfigError(f"models.{key}.init_from: the chain {' → '.join(seen + [k])} is a cycle")
+            seen.append(k)
+            k = p.models[k].init_from if k in p.models else ""
+    p.train_config(key)  # overrides must be valid keys of their sections
+    cfg = p.evaluate_config(key)
+    where = f"models.{key}.evaluate" if entry.evaluate else "evaluate"
+    known = list_attributions()
+    for field_name in ("methods", "deletion_methods"):
+        extra = ("random",) if field_name == "deletion_methods" else ()
+        for m in getattr(cfg, field_name):
+            if m not in known and m not in extra:
+                raise ConfigError(f"{where}.{field_name}: unknown attribution method {m!r}; known: "
+                                  f"{', '.join(known + list(extra))}")
+    for m in cfg.metrics:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.metrics: unknown metric {m!r}; registered: {', '.join(list_metrics())}")
+    for m in cfg.options:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.options.{m}: no metric of that name; registered: {', '.join(list_metrics())}")
+        get_metric(m)
+        metric_options(m, cfg, where)
 
 
 def _validate(p: Params) -> None:
@@ -223,16 +277,8 @@ def _validate(p: Params) -> None:
         sec, name = attr.split(".")
         if d[sec][name] < 1:
             raise ConfigError(f"{attr} must be ≥ 1 (got {d[sec][name]})")
-    from .registry import list_models, model_signature
     for key, entry in p.models.items():
-        if entry.arch not in list_models():
-            raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
-        accepted = model_signature(entry.arch)
-        for k in entry.kwargs:
-            if k not in accepted:
-                raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
-                                  f"{', '.join(accepted)}")
-        p.train_config(key), p.evaluate_config(key)  # overrides must be valid keys of their sections
+        _validate_model(p, key, entry)
 
 
 def _known_models_only(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -148,7 +148,7 @@ def plot_layers(saved: dict[str, Any]) -> Figure:
     if has_rgba:
         axes[1, 0].set_axis_off()
     for j, (name, v) in enumerate(layers.items(), start=1):
-        show_contributions(axes[0, j], v["contribution_map"], f"{name}\nch {v['channel']}")
+        show_contributions(axes[0, j], v["contribution_map"], f"{v.get('title', name)}\nchannel {v['channel']}")
         if has_rgba and v.get("rgba") is not None:
             show_rgba(axes[1, j], v["rgba"])
     fig.suptitle(f"{saved.get('label', '')}: explanations of hidden units (interpretable depth)", fontsize=9)
@@ -192,12 +192,12 @@ def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figu
     return fig
 
 
-# ----------------------------------------------------------------------------- evaluation (SPEC §6)
+# ----------------------------------------------------------------------------- evaluation (grid pointing game, pixel deletion)
 def _method_labels(methods: pd.Series) -> pd.Series:
     """Method names → their plot labels (``bcos_lib.attribution.method_label``); unknown names stay."""
-    from .attribution import METHODS, method_label
+    from .attribution import list_attributions, method_label
 
-    known = set(METHODS) | {"random"}
+    known = set(list_attributions()) | {"random"}
     return methods.map(lambda m: method_label(m) if m in known else m)
 
 

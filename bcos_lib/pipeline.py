@@ -9,7 +9,7 @@ stage never leaves a previous result half-overwritten.  Layout under the output 
     checkpoints/<key>.ckpt                   resumable training state (deleted when done)
     results/train/<key>/{metrics.json, history.csv}
     results/explain/<key>/{explanations.pt, metrics.json}
-    results/evaluate/<key>/{localisation.csv, deletion.csv, metrics.json}
+    results/evaluate/<key>/{metrics.json, tables/*.csv}  one summary per metric, long tables
     figures/*.png, results/report.md
 """
 from __future__ import annotations

@@ -3,13 +3,13 @@ logit layer, input encodings, the explanation-mode switch and the stochastic LWT
 ``reference`` holds slow float64 references of the fast layers (for the tests)."""
 from .attention import BcosAttention, attention_weights
 from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
-from .encoding import AddInverse, Normalize, add_inverse, check_encoded_input
+from .encoding import Normalize, add_inverse, check_encoded_input
 from .explanation_mode import ExplainableModule, explanation_mode, is_explainable
 from .lwta import LWTA, local_winner_takes_all, lwta_kl
 from .logit import LogitLayer, default_logit_bias, v1_logit_temperature
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["BcosConv2d", "BcosLinear", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale", "BcosAttention",
-           "attention_weights", "AddInverse", "Normalize", "add_inverse", "check_encoded_input",
+           "attention_weights", "Normalize", "add_inverse", "check_encoded_input",
            "ExplainableModule", "explanation_mode", "is_explainable", "LogitLayer", "default_logit_bias",
            "v1_logit_temperature", "UncentredBatchNorm2d", "UncentredLayerNorm", "LWTA", "local_winner_takes_all", "lwta_kl"]

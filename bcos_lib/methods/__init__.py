@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -107,6 +108,7 @@ class Method:
     figures: Callable[[Mapping[str, "ModelResult"], Any], dict[str, Any]] | None = None
     report: Callable[[Mapping[str, "ModelResult"]], str] | None = None
     order: int = 100   # where its report section goes (smaller first)
+    module: str = ""   # the module that registered it (set by register_method; dvc.yaml lists its file)
 
 
 _METHODS: dict[str, Method] = {}
@@ -122,6 +124,8 @@ def register_method(method: Method) -> Method:
             raise KeyError(f"model {arch!r} is claimed by the methods {_ARCH_TO_METHOD[arch]!r} and {method.name!r}")
     if method.options is not None and not dataclasses.is_dataclass(method.options):
         raise TypeError(f"method {method.name!r}: options must be a dataclass")
+    if not method.module:
+        method.module = sys._getframe(1).f_globals.get("__name__", "")
     _METHODS[method.name] = method
     for arch in method.models:
         _ARCH_TO_METHOD[arch] = method.name

@@ -33,11 +33,11 @@ class ConvNet(ImageClassifier):
     def __init__(self, *, image_channels: int, num_classes: int, channels: Sequence[int], strides: Sequence[int],
                  conv: Callable[..., nn.Module], classifier: Callable[..., nn.Module],
                  norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None,
-                 stem: nn.Module | None, logit: nn.Module | None, encoding: str, default_loss: str):
+                 stem: nn.Module | None, logit: nn.Module | None, encoding: str, default_loss: str, dynamic_linear: bool = False):
         super().__init__(image_channels, num_classes)
         if len(channels) != len(strides):
             raise ValueError(f"channels ({len(channels)}) and strides ({len(strides)}) must have the same length")
-        self.encoding, self.default_loss = encoding, default_loss
+        self.encoding, self.default_loss, self.dynamic_linear = encoding, default_loss, dynamic_linear
         self.stem = stem or nn.Identity()
         layers: list[nn.Module] = []
         c_in = self.input_channels
@@ -57,6 +57,18 @@ class ConvNet(ImageClassifier):
         """Per-position class evidence before pooling, (N, K, H', W')."""
         self.check_input(x)
         return self.classifier(self.features(self.stem(x)))
+
+    def explanation_layers(self, last: int = 4) -> dict[str, str]:
+        """The ``last`` conv/norm outputs of the feature stack (layers with parameters), titled by block."""
+        names: dict[str, str] = {}
+        block = 0
+        for i, m in enumerate(self.features):
+            if next(m.parameters(), None) is None:  # activations: no layer of their own
+                continue
+            is_norm = "Norm" in type(m).__name__
+            block += 0 if is_norm else 1
+            names[f"features.{i}"] = f"block {block} ({'after norm' if is_norm else 'conv'})"
+        return dict(list(names.items())[-last:])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit(self.pool(self.class_maps(x)).flatten(1))
@@ -115,7 +127,7 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
                    conv=conv, classifier=classifier, norm=None if v1 else UncentredBatchNorm2d, act=None,
                    stem=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
-                   encoding=encoding, default_loss="bce")
+                   encoding=encoding, default_loss="bce", dynamic_linear=True)
 
 
 @register_model
