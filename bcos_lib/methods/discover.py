@@ -238,7 +238,7 @@ def _density(ctx: EvalContext) -> MetricResult | None:
                 m.test_mode = mode
     ctx.log(f"{ctx.key}: hidden activation density {summary['mean_density']:.3f} (mean over {len(table)} layers), "
             f"accuracy {summary['accuracy']:.2f} %")
-    return MetricResult(summary, {"density": table.assign(model=ctx.key)})
+    return MetricResult(summary, {"density": table})
 
 
 @dataclass
@@ -314,7 +314,7 @@ def _dissection(ctx: EvalContext) -> MetricResult | None:
     ctx.log(f"{ctx.key}: {summary['n_neurons']} neurons of {d.layer} labelled; "
             f"{100 * summary['share_class_concept']:.0f} % "
             f"with a concept of the class they support most, mean soft-WPMI {summary['mean_soft_wpmi']:.2f}")
-    return MetricResult(summary, {"dissection": table.assign(model=ctx.key)})
+    return MetricResult(summary, {"dissection": table})
 
 
 register_metric(Metric("activation_density", _density, DensityOptions,
@@ -344,11 +344,14 @@ def plot_density(tables: Mapping[str, pd.DataFrame], paper_density: float | None
             u = int(t["competitors"].max())
             if u > 1:
                 ax.axhline(100 / u, ls="--", lw=0.8, color="k")
-                ax.text(ax.get_xlim()[1], 100 / u, f" 1/U = {100 / u:.1f} %", va="center", fontsize=7)
+                ax.text(1.0, 100 / u, f" 1/U = {100 / u:.1f} %", va="bottom", fontsize=7,
+                        transform=ax.get_yaxis_transform())
         if paper_density is not None:
             ax.axhline(100 * paper_density, ls=":", lw=1, color="tab:red")
-            ax.text(0.5, 100 * paper_density, f"paper ≈ {100 * paper_density:.0f} % (U = 24)", va="bottom",
-                    fontsize=7, color="tab:red")
+            ax.text(1.0, 100 * paper_density, f" paper ≈ {100 * paper_density:.0f} % (U = 24)", va="top",
+                    fontsize=7, color="tab:red", transform=ax.get_yaxis_transform())
+        layers = sorted({int(i) for t in group.values() for i in t["index"]})
+        ax.set_xticks(layers)
         ax.set_xlabel("activation layer")
         ax.set_ylabel("non-zero units (%)")
         ax.set_title(fam)
