@@ -5,7 +5,7 @@ Each method file of :mod:`bcos_lib.methods` reads its paper's numbers from here;
 from __future__ import annotations
 
 __all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS",
-           "BCOSIFICATION_SPEEDUP", "BCOS_V2_FROM_SCRATCH_IMAGENET"]
+           "BCOSIFICATION_SPEEDUP", "BCOS_V2_FROM_SCRATCH_IMAGENET", "DISCOVER_DENSITY", "DISCOVER_IMAGENET_ACCURACY"]
 
 #: B-cos v1 (CVPR 2022), CIFAR-10, 9-layer net with MaxOut (the authors' public results notebook):
 #: B → top-1 accuracy (%)
@@ -30,3 +30,9 @@ BCOSIFICATION_SPEEDUP = {"DenseNet-121": 4.7, "ViT-S": 9.0}
 
 #: B-cos v2 (TPAMI 2024) trained from scratch, ImageNet top-1 (%): the accuracies B-cosification aims at
 BCOS_V2_FROM_SCRATCH_IMAGENET = {"ResNet-50": 75.88, "DenseNet-121": 73.61, "ViT-B (simple)": 74.41, "ViT-c-B": 77.15}
+#: DISCOVER (Panousis & Chatzis, NeurIPS 2023) §3: the share of active units with U = 24
+#: competitors per block (one winner per block: 1/24 ≈ 4 %), the paper's sparsity claim
+DISCOVER_DENSITY = 1 / 24
+
+#: DISCOVER, ImageNet top-1 (%) of the LWTA DeiTs (the authors' public code)
+DISCOVER_IMAGENET_ACCURACY = {"DeiT-T/8": 77.0, "DeiT-S/12": 72.5}

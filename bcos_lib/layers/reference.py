@@ -12,6 +12,8 @@ Each fast layer in ``bcos_lib.layers`` has a reference here written the obvious 
 * Class-specific gate (CSG, ECCV 2020 §3): image by image and channel by channel,
   feature map k of an image of class y times G[k, y]; the sparsity loss as a sum over the
   entries; the renormalisation row by row (divide by the row's maximum, clip to [0, 1]).
+* LWTA (DISCOVER §3): every block of U units visited one by one, its winner the largest
+  h_u (+ g_u, given Gumbel noise), the losers set to 0; the KL term Σ π log(π / (1/U)).
 
 The stabilisers ε of the fast layers (``NORM_EPS`` inside the patch norm's square root,
 ``COS_EPS`` added to |cos|) are part of the function the layers compute, so the
@@ -26,11 +28,13 @@ from torch import Tensor, nn
 
 from .attention import BcosAttention
 from .bcos import COS_EPS, NORM_EPS, BcosConv2d, BcosLinear
+from .lwta import LWTA
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["unfold_patches", "bcos_unit", "bcos_conv2d_reference", "bcos_linear_reference",
            "uncentred_batch_norm_reference", "uncentred_layer_norm_reference", "bcos_attention_reference",
-           "reference_forward", "class_gate_reference", "gate_sparsity_reference", "gate_renormalise_reference"]
+           "reference_forward", "class_gate_reference", "gate_sparsity_reference", "gate_renormalise_reference",
+           "lwta_reference", "lwta_kl_reference"]
 
 Pair = tuple[int, int]
 
@@ -148,6 +152,38 @@ def bcos_attention_reference(x: Tensor, qkv_weight: Tensor, proj_weight: Tensor,
     return bcos_linear_reference(torch.cat(heads_out, -1), proj_weight, b)
 
 
+def lwta_reference(h: Tensor, competitors: int, dim: int = 1, noise: Tensor | None = None) -> Tensor:
+    """LWTA by explicit loops: in every block of ``competitors`` consecutive units along ``dim``
+    the unit with the largest h_u + g_u (``noise`` g, or none) keeps h_u, the others output 0."""
+    d = dim % h.dim()
+    hm = h.movedim(d, -1)
+    g = torch.zeros_like(hm) if noise is None else noise.movedim(d, -1)
+    out = torch.zeros(hm.shape, dtype=h.dtype)  # contiguous, so that a flat view writes into it
+    flat_h, flat_g, flat_out = hm.reshape(-1, hm.shape[-1]), g.reshape(-1, hm.shape[-1]), out.view(-1, hm.shape[-1])
+    for row in range(flat_h.shape[0]):
+        for start in range(0, flat_h.shape[1], competitors):
+            best, winner = -math.inf, start
+            for u in range(start, start + competitors):
+                score = float(flat_h[row, u] + flat_g[row, u])
+                if score > best:  # the first of equal scores wins, as torch.argmax
+                    best, winner = score, u
+            flat_out[row, winner] = flat_h[row, winner]
+    return out.movedim(-1, d)
+
+
+def lwta_kl_reference(h: Tensor, competitors: int, dim: int = 1) -> Tensor:
+    """Mean over blocks of Σ_u π_u log(π_u / (1/U)), with π = exp(h) / Σ exp(h) per block."""
+    hm = h.movedim(dim % h.dim(), -1).reshape(-1, h.shape[dim])
+    total, count = 0.0, 0
+    for row in hm:
+        for start in range(0, len(row), competitors):
+            e = [math.exp(float(v)) for v in row[start:start + competitors]]
+            pis = [v / sum(e) for v in e]
+            total += sum(p * math.log(p * competitors) for p in pis if p > 0)
+            count += 1
+    return torch.tensor(total / count, dtype=torch.float64)
+
+
 def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
     """The reference output of one of the project's layers for input ``x`` (float64).
 
@@ -172,6 +208,13 @@ def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
         if module.qkv.max_out != 1 or module.qkv.b != module.proj.b:
             raise ValueError("the attention reference covers max_out = 1 and one B for all projections")
         return bcos_attention_reference(x, module.qkv.weight, module.proj.weight, module.heads, module.qkv.b)
+    if isinstance(module, LWTA):
+        if module.training or module.test_mode != "deterministic":
+            raise ValueError("the LWTA reference covers the deterministic winner "
+                             "(eval mode, test_mode='deterministic')")
+        if module.competitors == 1:
+            return x.clamp_min(0) if module.fallback == "relu" else 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+        return lwta_reference(x, module.competitors, module.dim)
     raise TypeError(f"no reference for {type(module).__name__}")
 
 
