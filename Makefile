@@ -1,14 +1,17 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
 #   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
+#                PROFILE=<name> first sets base.profile in params.yaml (validated; that line only),
+#                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs
 #   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
 PYTHON  ?= python3
 VENV    ?= .venv
+PROFILE ?=
 BIN     := $(abspath $(VENV))/bin
 # dvc runs papermill and python from the stage commands: they must be the venv's
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data repro test test-fast lab bench clean-runs check-env
+.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml
 
 setup: $(VENV)/.installed
 
@@ -28,8 +31,15 @@ data: setup
 	fi
 	$(BIN)/python -m bcos_lib.data fetch
 
-repro: data
+repro: data dvc.yaml
+ifneq ($(strip $(PROFILE)),)
+	$(BIN)/python -m bcos_lib.config --set-profile $(PROFILE)
+endif
 	$(BIN)/dvc repro
+
+# dvc.yaml is generated from params.yaml (models) and the stage code's imports
+dvc.yaml: setup
+	$(BIN)/python -m bcos_lib.dvcgen
 
 # the unit tests in parallel, then every notebook in order under nbval (30_explain needs 20_train's models)
 test: data
@@ -39,8 +49,10 @@ test: data
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 tests -m "not slow"
 
+# JupyterLab on the notebooks for root and non-root alike; prints the URL with its token
+# (no browser on a headless machine). Options: scripts/lab.py, e.g. make lab LAB_ARGS="--port 9999"
 lab: data
-	$(BIN)/jupyter lab
+	$(BIN)/python scripts/lab.py $(LAB_ARGS)
 
 bench: setup
 	$(BIN)/python scripts/bench_evaluate.py

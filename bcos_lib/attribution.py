@@ -1,12 +1,14 @@
 """Attribution maps by method name: the model's own explanation and captum's post-hoc baselines.
 
-This is step 3 of the grid pointing game (SPEC §6): "for each class in the grid, compute
-the model's attribution for that class over the whole grid (B-cos / CoDA: ``W(x) ⊙ x``
-summed over channels; post-hoc methods: their own map)".  :func:`attribute` returns every
+This is step 3 of the grid pointing game (CoDA Nets §5.1, B-cos v1 §5.2): for each class in
+the grid, the model's attribution for that class over the whole grid (B-cos / CoDA:
+``W(x) ⊙ x`` summed over channels; post-hoc methods: their own map).  :func:`attribute` returns every
 method's map in one shape, (N, T, H, W), summed over the input channels, so that the
 metrics in :mod:`bcos_lib.metrics` never need to know which method made a map.
 
-Methods (``METHODS``):
+Methods live in a registry (:func:`register_attribution`; :func:`list_attributions` gives the
+names, :func:`method_label` how tables and figures call them); a method file of
+:mod:`bcos_lib.methods` may register more.  Built in:
 
 ``own``              the dynamic-linear explanation ``Σ_channels W(x) ⊙ x`` (:func:`bcos_lib.explain.explain`),
                      only for models that have an explanation mode (``model.explainable``)
@@ -33,54 +35,85 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .explain import explain
 from .layers.explanation_mode import is_explainable
+from .utils import evaluating, find_module
 
-__all__ = ["METHODS", "POSTHOC_METHODS", "attribute", "method_label", "gradcam_layer", "as_target_matrix"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import EvaluateConfig
 
-#: every method :func:`attribute` knows, in the order figures list them
-METHODS = ("own", "ixg", "ig", "gradcam", "occlusion", "deeplift", "guided_backprop")
-#: the captum baselines (every method but the model's own explanation)
-POSTHOC_METHODS = METHODS[1:]
+__all__ = ["Attribution", "register_attribution", "get_attribution", "list_attributions", "posthoc_attributions",
+           "attribute", "method_label", "config_options", "gradcam_layer", "as_target_matrix", "quiet_evaluation"]
 
-_LABELS = {
-    "own": "own explanation (W(x)⊙x)",
-    "ixg": "Input×Gradient",
-    "ig": "Integrated Gradients",
-    "gradcam": "Grad-CAM",
-    "occlusion": "Occlusion",
-    "deeplift": "DeepLIFT",
-    "guided_backprop": "Guided Backprop",
-    "random": "random order",
-}
 
-#: the options each method accepts, with their defaults
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "own": {},
-    "ixg": {"chunk_size": 64},
-    "ig": {"steps": 20, "integration": "gausslegendre", "internal_batch_size": 64, "chunk_size": 64},
-    "gradcam": {"layer": None, "interpolate_mode": "bilinear", "relu": False, "chunk_size": 64},
-    "occlusion": {"window": 7, "stride": None, "perturbations_per_eval": 16, "chunk_size": 64},
-    "deeplift": {"chunk_size": 64},
-    "guided_backprop": {"chunk_size": 64},
-}
+@dataclass(frozen=True)
+class Attribution:
+    """An attribution method: ``fn(model, x, targets (N, T), options) -> maps (N, T, H, W)``.
 
-# captum warns on every call that it made the inputs require gradients and that it set hooks
-# on activations (DeepLIFT, Guided Backprop): both are intended here
-_EXPECTED_WARNINGS = (r".*did not already require gradients.*", r".*Setting forward, backward hooks.*",
-                      r".*Setting backward hooks on ReLU.*")
+    ``defaults``: the options it accepts, with their defaults; ``from_config``: the options that
+    the evaluate section of params.yaml sets for it; ``needs_dynamic_linear``: only for models
+    that explain themselves (``model.explainable``)."""
+
+    name: str
+    label: str
+    fn: Callable[[nn.Module, Tensor, Tensor, dict[str, Any]], Tensor]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    from_config: Callable[["EvaluateConfig"], dict[str, Any]] | None = None
+    needs_dynamic_linear: bool = False
+
+
+_ATTRIBUTIONS: dict[str, Attribution] = {}
+#: labels of rankings that are not attributions (pixel deletion's baseline)
+_OTHER_LABELS = {"random": "random order"}
+
+
+def register_attribution(a: Attribution) -> Attribution:
+    if a.name in _ATTRIBUTIONS or a.name in _OTHER_LABELS:
+        raise KeyError(f"attribution method {a.name!r} is registered twice")
+    _ATTRIBUTIONS[a.name] = a
+    return a
+
+
+def _ensure_loaded() -> None:
+    from .methods import load_methods
+    load_methods()
+
+
+def list_attributions() -> list[str]:
+    """Every registered attribution method, in registration order (the order of tables)."""
+    _ensure_loaded()
+    return list(_ATTRIBUTIONS)
+
+
+def posthoc_attributions() -> list[str]:
+    """The methods that explain any model (not only a dynamic-linear one)."""
+    return [n for n in list_attributions() if not _ATTRIBUTIONS[n].needs_dynamic_linear]
+
+
+def get_attribution(name: str) -> Attribution:
+    _ensure_loaded()
+    if name not in _ATTRIBUTIONS:
+        raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(_ATTRIBUTIONS)}")
+    return _ATTRIBUTIONS[name]
 
 
 def method_label(name: str) -> str:
     """How plots and tables name a method (``"ig"`` → ``"Integrated Gradients"``)."""
-    if name not in _LABELS:
-        raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(_LABELS)}")
-    return _LABELS[name]
+    if name in _OTHER_LABELS:
+        return _OTHER_LABELS[name]
+    return get_attribution(name).label
+
+
+def config_options(name: str, cfg: "EvaluateConfig") -> dict[str, Any]:
+    """The options that the evaluate config ``cfg`` sets for method ``name``."""
+    a = get_attribution(name)
+    return a.from_config(cfg) if a.from_config is not None else {}
 
 
 def as_target_matrix(targets: Tensor | int, n: int, device: torch.device | str | None = None) -> Tensor:
@@ -95,27 +128,27 @@ def as_target_matrix(targets: Tensor | int, n: int, device: torch.device | str |
     return targets
 
 
+# captum warns on every call that it made the inputs require gradients and that it set hooks
+# on activations (DeepLIFT, Guided Backprop): both are intended here
+_EXPECTED_WARNINGS = (r".*did not already require gradients.*", r".*Setting forward, backward hooks.*",
+                      r".*Setting backward hooks on ReLU.*")
+
+
 @contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (batch statistics frozen, so images do not influence each other), restored after."""
-    was = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            for pattern in _EXPECTED_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
-            yield
-    finally:
-        model.train(was)
+def quiet_evaluation(model: nn.Module) -> Iterator[None]:
+    """Eval mode (restored after), without captum's expected warnings."""
+    with evaluating(model), warnings.catch_warnings():
+        for pattern in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+        yield
 
 
-def _options(method: str, opts: dict[str, Any]) -> dict[str, Any]:
-    accepted = _OPTIONS[method]
-    unknown = sorted(set(opts) - set(accepted))
+def _options(a: Attribution, opts: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(opts) - set(a.defaults))
     if unknown:
-        raise TypeError(f"attribution method {method!r} got unknown option(s) {unknown}; "
-                        f"it accepts: {', '.join(accepted) or 'none'}")
-    return {**accepted, **opts}
+        raise TypeError(f"attribution method {a.name!r} got unknown option(s) {unknown}; "
+                        f"it accepts: {', '.join(a.defaults) or 'none'}")
+    return {**a.defaults, **opts}
 
 
 def gradcam_layer(model: nn.Module, x: Tensor) -> nn.Module:
@@ -138,7 +171,7 @@ def gradcam_layer(model: nn.Module, x: Tensor) -> nn.Module:
 
     handles = [m.register_forward_hook(record) for m in candidates]
     try:
-        with _evaluating(model), torch.no_grad():
+        with quiet_evaluation(model), torch.no_grad():
             model(x[:1])
     finally:
         for h in handles:
@@ -152,12 +185,7 @@ def gradcam_layer(model: nn.Module, x: Tensor) -> nn.Module:
 def _resolve_layer(model: nn.Module, layer: nn.Module | str | None, x: Tensor) -> nn.Module:
     if layer is None:
         return gradcam_layer(model, x)
-    if isinstance(layer, str):
-        modules = dict(model.named_modules())
-        if layer not in modules:
-            raise KeyError(f"model has no layer {layer!r}; layers: {', '.join(n for n in modules if n)}")
-        return modules[layer]
-    return layer
+    return find_module(model, layer) if isinstance(layer, str) else layer
 
 
 def _per_target(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
@@ -212,44 +240,79 @@ def attribute(model: nn.Module, x: Tensor, targets: Tensor | int, method: str, *
     ``occlusion``: ``window`` [7], ``stride`` [= window], ``perturbations_per_eval`` [16];
     every post-hoc method: ``chunk_size`` [64], the (image, target) rows per captum call.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; known: {', '.join(METHODS)}")
+    a = get_attribution(method)
     if x.dim() != 4:
         raise ValueError(f"attribute expects model inputs (N, C, H, W), got {tuple(x.shape)}")
-    o = _options(method, opts)
+    o = _options(a, opts)
     targets = as_target_matrix(targets, len(x), x.device)
-    if method == "own":
-        if not is_explainable(model):
-            raise ValueError(f"method 'own' needs a dynamic-linear model (one with an explanation mode, "
-                             f"model.explainable); {type(model).__name__} has none: use a post-hoc method "
-                             f"({', '.join(POSTHOC_METHODS)})")
-        return explain(model, x, targets, colour=False).contribution_map.detach()
+    if a.needs_dynamic_linear and not is_explainable(model):
+        raise ValueError(f"method {method!r} needs a dynamic-linear model (model.explainable); "
+                         f"{type(model).__name__} is not: use a post-hoc method ({', '.join(posthoc_attributions())})")
+    with quiet_evaluation(model), torch.enable_grad():
+        return a.fn(model, x.detach(), targets, o)
 
-    from captum.attr import (DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients, LayerAttribution,
-                             LayerGradCam)
 
-    x = x.detach()
-    with _evaluating(model), torch.enable_grad():
-        if method == "occlusion":
-            return _occlusion(model, x, targets, o)
-        if method == "ixg":
-            ixg = InputXGradient(model)
-            fn = lambda xc, tc: ixg.attribute(xc, target=tc)  # noqa: E731
-        elif method == "ig":
-            ig = IntegratedGradients(model)
-            fn = lambda xc, tc: ig.attribute(xc, baselines=0.0, target=tc, n_steps=o["steps"],  # noqa: E731
-                                             method=o["integration"], internal_batch_size=o["internal_batch_size"])
-        elif method == "deeplift":
-            dl = DeepLift(model)
-            fn = lambda xc, tc: dl.attribute(xc, baselines=0.0, target=tc)  # noqa: E731
-        elif method == "guided_backprop":
-            gb = GuidedBackprop(model)
-            fn = lambda xc, tc: gb.attribute(xc, target=tc)  # noqa: E731
-        else:  # gradcam: the class-weighted feature map, upsampled to the input size
-            cam = LayerGradCam(model, _resolve_layer(model, o["layer"], x))
-            size = tuple(x.shape[2:])
+# ----------------------------------------------------------------------------- the built-in methods
+def _own(model: nn.Module, x: Tensor, targets: Tensor, o: dict[str, Any]) -> Tensor:
+    return explain(model, x, targets, colour=False).contribution_map.detach()
 
-            def fn(xc: Tensor, tc: Tensor) -> Tensor:
-                a = cam.attribute(xc, target=tc, relu_attributions=o["relu"])
-                return LayerAttribution.interpolate(a, size, interpolate_mode=o["interpolate_mode"])
-        return _per_target(fn, x, targets, o["chunk_size"])
+
+def _captum(make: Callable[[nn.Module, Tensor, dict[str, Any]], Callable[[Tensor, Tensor], Tensor]]):
+    """A method from a factory of one-target-per-row captum calls (see :func:`_per_target`)."""
+    def fn(model: nn.Module, x: Tensor, targets: Tensor, o: dict[str, Any]) -> Tensor:
+        return _per_target(make(model, x, o), x, targets, o["chunk_size"])
+    return fn
+
+
+def _ixg(model: nn.Module, x: Tensor, o: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
+    from captum.attr import InputXGradient
+    ixg = InputXGradient(model)
+    return lambda xc, tc: ixg.attribute(xc, target=tc)
+
+
+def _ig(model: nn.Module, x: Tensor, o: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
+    from captum.attr import IntegratedGradients
+    ig = IntegratedGradients(model)
+    return lambda xc, tc: ig.attribute(xc, baselines=0.0, target=tc, n_steps=o["steps"], method=o["integration"],
+                                       internal_batch_size=o["internal_batch_size"])
+
+
+def _deeplift(model: nn.Module, x: Tensor, o: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
+    from captum.attr import DeepLift
+    dl = DeepLift(model)
+    return lambda xc, tc: dl.attribute(xc, baselines=0.0, target=tc)
+
+
+def _guided_backprop(model: nn.Module, x: Tensor, o: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
+    from captum.attr import GuidedBackprop
+    gb = GuidedBackprop(model)
+    return lambda xc, tc: gb.attribute(xc, target=tc)
+
+
+def _gradcam(model: nn.Module, x: Tensor, o: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
+    """The class-weighted feature map, upsampled to the input size."""
+    from captum.attr import LayerAttribution, LayerGradCam
+    cam = LayerGradCam(model, _resolve_layer(model, o["layer"], x))
+    size = tuple(x.shape[2:])
+
+    def fn(xc: Tensor, tc: Tensor) -> Tensor:
+        a = cam.attribute(xc, target=tc, relu_attributions=o["relu"])
+        return LayerAttribution.interpolate(a, size, interpolate_mode=o["interpolate_mode"])
+    return fn
+
+
+register_attribution(Attribution("own", "own explanation (W(x)⊙x)", _own, needs_dynamic_linear=True))
+register_attribution(Attribution("ixg", "Input×Gradient", _captum(_ixg), {"chunk_size": 64}))
+register_attribution(Attribution(
+    "ig", "Integrated Gradients", _captum(_ig),
+    {"steps": 20, "integration": "gausslegendre", "internal_batch_size": 64, "chunk_size": 64},
+    from_config=lambda cfg: {"steps": cfg.ig_steps}))
+register_attribution(Attribution(
+    "gradcam", "Grad-CAM", _captum(_gradcam),
+    {"layer": None, "interpolate_mode": "bilinear", "relu": False, "chunk_size": 64}))
+register_attribution(Attribution(
+    "occlusion", "Occlusion", _occlusion,
+    {"window": 7, "stride": None, "perturbations_per_eval": 16, "chunk_size": 64},
+    from_config=lambda cfg: {"window": cfg.occlusion_window, "stride": cfg.occlusion_stride}))
+register_attribution(Attribution("deeplift", "DeepLIFT", _captum(_deeplift), {"chunk_size": 64}))
+register_attribution(Attribution("guided_backprop", "Guided Backprop", _captum(_guided_backprop), {"chunk_size": 64}))

@@ -68,6 +68,8 @@ class ModelEntry:
     evaluate: dict[str, Any] = field(default_factory=dict)
     group: str = ""                                       # e.g. "b_sweep": models drawn together in a figure
     label: str = ""                                       # how figures and tables name the model
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (its `options` dataclass)
+    init_from: str = ""                                   # start from this trained model (a key of `models`)
 
 
 @dataclass
@@ -93,6 +95,8 @@ class EvaluateConfig:
     deletion_images: int = 200
     deletion_steps: int = 20
     deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
+    metrics: list[str] = field(default_factory=lambda: ["localisation", "deletion"])  # registered metrics to run
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric: its own options
 
 
 @dataclass
@@ -199,7 +203,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} in params.yaml; allowed here: {', '.join(names)}")
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed here: {', '.join(names)}")
     kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -208,9 +212,59 @@ _CHOICES = {
     "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
     "train.optimizer": lambda v: v in ("adam", "sgd"),
     "train.schedule": lambda v: v in ("cosine", "constant"),
-    "train.loss": lambda v: v in ("auto", "bce", "ce"),
+    "train.loss": lambda v: v == "auto" or v in _losses(),
     "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
 }
+
+
+def _losses() -> tuple[str, ...]:
+    from .train import LOSSES
+    return tuple(LOSSES)
+
+
+def _validate_model(p: Params, key: str, entry: ModelEntry) -> None:
+    """A model entry against the registries: its arch, kwargs, method options, start model,
+    and the attribution methods and metrics (with their options) it is evaluated with."""
+    from .attribution import list_attributions
+    from .methods import get_metric, list_metrics, method_of, method_options, metric_options
+    from .registry import list_models, model_signature
+    if entry.arch not in list_models():
+        raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
+    accepted = model_signature(entry.arch)
+    for k in entry.kwargs:
+        if k not in accepted:
+            raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
+                              f"{', '.join(accepted)}")
+    method_of(entry.arch)
+    method_options(entry, key)
+    if entry.init_from:
+        if entry.init_from not in p.models:
+            raise ConfigError(f"models.{key}.init_from: {entry.init_from!r} is not a key of `models` "
+                              f"(defined: {', '.join(p.models)})")
+        seen, k = [key], entry.init_from
+        while k:
+            if k in seen:
+                raise ConfigError(f"models.{key}.init_from: the chain {' → '.join(seen + [k])} is a cycle")
+            seen.append(k)
+            k = p.models[k].init_from if k in p.models else ""
+    p.train_config(key)  # overrides must be valid keys of their sections
+    cfg = p.evaluate_config(key)
+    where = f"models.{key}.evaluate" if entry.evaluate else "evaluate"
+    known = list_attributions()
+    for field_name in ("methods", "deletion_methods"):
+        extra = ("random",) if field_name == "deletion_methods" else ()
+        for m in getattr(cfg, field_name):
+            if m not in known and m not in extra:
+                raise ConfigError(f"{where}.{field_name}: unknown attribution method {m!r}; known: "
+                                  f"{', '.join(known + list(extra))}")
+    for m in cfg.metrics:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.metrics: unknown metric {m!r}; registered: {', '.join(list_metrics())}")
+    for m in cfg.options:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.options.{m}: no metric of that name; registered: {', '.join(list_metrics())}")
+        get_metric(m)
+        metric_options(m, cfg, where)
 
 
 def _validate(p: Params) -> None:
@@ -223,16 +277,8 @@ def _validate(p: Params) -> None:
         sec, name = attr.split(".")
         if d[sec][name] < 1:
             raise ConfigError(f"{attr} must be ≥ 1 (got {d[sec][name]})")
-    from .registry import list_models, model_signature
     for key, entry in p.models.items():
-        if entry.arch not in list_models():
-            raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
-        accepted = model_signature(entry.arch)
-        for k in entry.kwargs:
-            if k not in accepted:
-                raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
-                                  f"{', '.join(accepted)}")
-        p.train_config(key), p.evaluate_config(key)  # overrides must be valid keys of their sections
+        _validate_model(p, key, entry)
 
 
 def _known_models_only(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -255,14 +301,14 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
     name = profile or (raw.get("base") or {}).get("profile", "default")
     if name != "default":
         if name not in profiles:
-            raise ConfigError(f"unknown profile {name!r}; defined in params.yaml `profiles`: "
+            raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
                               f"default, {', '.join(profiles) or '(none)'}")
         _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
         merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
         try:
             _build(Params, merged, "")
         except ConfigError as e:
-            raise ConfigError(f"in profile {name!r} (profiles.{name} in params.yaml): {e}") from None
+            raise ConfigError(f"in profile {name!r} (profiles.{name}): {e}") from None
         raw = merged
     raw.setdefault("base", {})["profile"] = name
     params = _build(Params, raw, "")
@@ -290,3 +336,72 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
         return parse_params(raw, profile)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+_BASE_BLOCK = re.compile(r"^base:[ \t]*(#[^\n]*)?\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", re.M)
+_PROFILE_LINE = re.compile(r"^([ \t]+profile:[ \t]*)([^#\n]*?)([ \t]*(?:#[^\n]*)?)$", re.M)
+
+
+def set_profile(path: str | os.PathLike, name: str) -> bool:
+    """Set ``base.profile: <name>`` in the params file at ``path``, changing that line only
+    (comments and layout stay).  The file with the new profile is validated first: an unknown
+    profile or any other mistake raises :class:`ConfigError` and leaves the file as it was.
+    Returns whether the file changed."""
+    path = Path(path)
+    load_params(path, name)  # the file and the profile must be valid before anything is written
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    if (raw.get("base") or {}).get("profile", "default") == name and "profile" in (raw.get("base") or {}):
+        return False
+    block = _BASE_BLOCK.search(text)
+    if block is None:
+        new = f"base:\n  profile: {name}\n" + text
+    else:
+        body = block.group(2)
+        line = _PROFILE_LINE.search(body)
+        if line is not None:
+            body = body[:line.start(2)] + name + body[line.end(2):]
+        else:
+            indent = re.match(r"[ \t]+", body).group(0) if body.strip() else "  "
+            body = f"{indent}profile: {name}\n" + body
+        new = text[:block.start(2)] + body + text[block.end(2):]
+    expected = copy.deepcopy(raw)
+    expected.setdefault("base", {})["profile"] = name
+    if yaml.safe_load(new) != expected:  # a layout this simple edit does not understand
+        raise ConfigError(f"{path}: could not set base.profile without rewriting the file; "
+                          f"edit `profile:` under `base:` by hand")
+    from .utils import atomic_write
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bcos_lib.config [--profile NAME]``: validate params.yaml;
+    ``python -m bcos_lib.config --set-profile NAME``: validate, then set ``base.profile``."""
+    import argparse
+    import sys
+
+    from .paths import display_path, project_root
+
+    ap = argparse.ArgumentParser(prog="python -m bcos_lib.config", description=main.__doc__)
+    ap.add_argument("--params", help="the params file (default: the project's params.yaml)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--profile", help="validate with this profile instead of base.profile")
+    group.add_argument("--set-profile", metavar="NAME", help="set base.profile to NAME (validated first)")
+    args = ap.parse_args(argv)
+    path = Path(display_path(Path(args.params) if args.params else project_root() / "params.yaml"))
+    try:
+        if args.set_profile:
+            changed = set_profile(path, args.set_profile)
+            print(f"{path}: base.profile is {args.set_profile}" + ("" if changed else " (unchanged)"))
+        else:
+            p = load_params(path, args.profile)
+            print(f"{path}: valid (profile {p.base.profile}, models: {', '.join(p.models) or 'none'})")
+    except ConfigError as e:
+        print(f"error: {' '.join(str(e).split())} (nothing was changed: fix it and run again)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

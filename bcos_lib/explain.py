@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers.explanation_mode import explanation_mode, is_explainable
+from .utils import evaluating, find_module
 
 __all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output"]
 
@@ -64,30 +65,13 @@ class Explanation:
                            None if self.rgba is None else self.rgba[:, 0])
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def _find_module(model: nn.Module, name: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if name not in modules:
-        raise KeyError(f"model has no layer {name!r}; layers: {', '.join(n for n in modules if n)}")
-    return modules[name]
-
-
 def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
     """The output that :func:`explain` differentiates: the logits, or the channels of ``layer`` summed
     over positions ((N, C, H, W) feature maps) or over tokens ((N, tokens, C) transformer layers)."""
     if layer is None:
         return model(x)
     captured: list[Tensor] = []
-    handle = _find_module(model, layer).register_forward_hook(lambda m, i, o: captured.append(o))
+    handle = find_module(model, layer).register_forward_hook(lambda m, i, o: captured.append(o))
     try:
         model(x)
     finally:
@@ -153,7 +137,7 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     # a model that cannot take it (a .view on a permuted activation) gets the plain layout
     x_in = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
     x_in.requires_grad_(True)
-    with _eval_mode(model), _parameters_frozen(model), torch.enable_grad(), explanation_mode(model, explanation_mode_on):
+    with evaluating(model), _parameters_frozen(model), torch.enable_grad(), explanation_mode(model, explanation_mode_on):
         try:
             out = dynamic_linear_output(model, x_in, layer)
         except RuntimeError:
@@ -177,8 +161,8 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     xd = x.detach().unsqueeze(1)
     contributions = weights * xd
     bias_vec = None
-    if layer is None and hasattr(model, "logit_bias"):
-        bias_vec = model.logit_bias()
+    if layer is None and hasattr(model, "explanation_bias"):
+        bias_vec = model.explanation_bias()
     bias = (bias_vec.to(out.dtype)[targets] if bias_vec is not None else torch.zeros(targets.shape, dtype=out.dtype,
                                                                                       device=out.device))
     rgba = None

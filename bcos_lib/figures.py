@@ -46,6 +46,28 @@ def show_contributions(ax: Any, cmap_values: Tensor, title: str | None = None, p
         ax.set_title(title, fontsize=8)
 
 
+def contribution_key(fig: Figure, axes: Any, label: str = "contribution to the class logit") -> Any:
+    """The colour key of :func:`show_contributions` maps, as a colour bar beside ``axes``: red =
+    evidence for the class, blue = against it, white = none.  Each map is scaled to its own
+    largest values, so the key names the sign, not a value."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), cmap="bwr"), ax=axes, fraction=0.025, pad=0.02,
+                       ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["against", "0", "for"], fontsize=7)
+    bar.set_label(label, fontsize=7)
+    return bar
+
+
+def row_label(ax: Any, text: str) -> None:
+    """A label left of a row of images (``set_ylabel`` does not show on axes that are switched off)."""
+    ax.text(-0.08, 0.5, text, transform=ax.transAxes, ha="right", va="center", fontsize=7)
+
+
+COLOUR_EXPLANATION = "colour explanation\n(opacity = contribution\nfor the {})"
+
+
 def show_rgba(ax: Any, rgba: Tensor, title: str | None = None) -> None:
     """A colour explanation (H, W, 4) on a black background (as in the B-cos papers)."""
     v = _np(rgba)
@@ -84,10 +106,14 @@ def plot_explanations(saved: dict[str, Any]) -> Figure:
         show_contributions(axes[1, i], saved["contribution_map"][i], f"→ {classes[pred]}")
         if rows == 3:
             show_rgba(axes[2, i], saved["rgba"][i])
-    axes[0, 0].set_ylabel("image")
-    name = "W(x)ᵀx contributions" if saved.get("explainable") else "Input×Gradient"
+    name = "contributions W(x)⊙x" if saved.get("explainable") else "Input×Gradient"
+    row_label(axes[0, 0], "image\n(true class)")
+    row_label(axes[1, 0], f"{name}\n(→ predicted class)")
+    if rows == 3:
+        row_label(axes[2, 0], COLOUR_EXPLANATION.format("class"))
     fig.suptitle(f"{saved.get('label', saved.get('key', ''))}: {name} for the predicted class", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.1, 0, 0.93, 1))
+    contribution_key(fig, axes[1, :].tolist())
     return fig
 
 
@@ -98,9 +124,9 @@ def plot_model_comparison(saved_by_model: dict[str, dict[str, Any]]) -> Figure:
     rows: list[tuple[str, str, Any]] = [("image", "image", None)]
     for key, s in saved_by_model.items():
         lab = s.get("label", key)
-        rows.append((f"{lab}\n" + ("W(x)⊙x" if s.get("explainable") else "Input×Grad"), "map", s))
+        rows.append((f"{lab}\n" + ("W(x)⊙x" if s.get("explainable") else "Input×Gradient"), "map", s))
         if s.get("rgba") is not None:
-            rows.append((f"{lab}\ncolour", "rgba", s))
+            rows.append((f"{lab}\ncolour explanation", "rgba", s))
     fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.2, 1.3 * len(rows)), squeeze=False)
     for r, (name, kind, s) in enumerate(rows):
         for i in range(n):
@@ -112,7 +138,11 @@ def plot_model_comparison(saved_by_model: dict[str, dict[str, Any]]) -> Figure:
             else:
                 show_rgba(ax, s["rgba"][i])
         axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    contribution_key(fig, axes.ravel().tolist())
+    if any(kind == "rgba" for _, kind, _ in rows):
+        fig.text(0.5, -0.01, "colour explanation: the input colour each pixel's weights align with, "
+                 "opacity = contribution for the class (black: none)", ha="center", va="top", fontsize=7)
     return fig
 
 
@@ -129,41 +159,85 @@ def plot_multiclass(saved: dict[str, Any]) -> Figure:
         for j in range(k):
             c = classes[int(m["targets"][i, j])]
             col = 1 + j * (2 if has_rgba else 1)
-            show_contributions(axes[i, col], m["contribution_map"][i, j], c)
+            show_contributions(axes[i, col], m["contribution_map"][i, j], f"for “{c}”")
             if has_rgba:
-                show_rgba(axes[i, col + 1], m["rgba"][i, j], c)
-    fig.suptitle(f"{saved.get('label', '')}: the same image explained for different classes", fontsize=9)
-    fig.tight_layout()
+                show_rgba(axes[i, col + 1], m["rgba"][i, j], f"colour, “{c}”")
+    fig.suptitle(f"{saved.get('label', '')}: the same image explained for its {k} highest-scoring classes",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    contribution_key(fig, axes.ravel().tolist())
     return fig
 
 
-def plot_layers(saved: dict[str, Any]) -> Figure:
-    """Explanations of intermediate layers: the most active channel of each layer, for one image."""
+def layer_title(name: str, entry: dict[str, Any] | None = None) -> str:
+    """How a figure names a hidden layer: the ``title`` the explain stage stored with it, else
+    the position in the network that its module path (``features.8``) gives."""
+    if entry and entry.get("title"):
+        return str(entry["title"])
+    parts = name.split(".")
+    if len(parts) == 2 and parts[1].isdigit():
+        return f"hidden layer {int(parts[1]) + 1}"
+    return name
+
+
+def plot_layers(saved: dict[str, Any], titles: dict[str, str] | None = None) -> Figure:
+    """Explanations of intermediate layers: the most active channel of each layer, for one image.
+    ``titles`` names the layers (default: :func:`layer_title`)."""
     layers = saved["layers"]
     has_rgba = any(v.get("rgba") is not None for v in layers.values())
     cols = 1 + len(layers)
     rows = 2 if has_rgba else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.8 * rows), squeeze=False)
     show_image(axes[0, 0], saved["images"][0], "image")
     if has_rgba:
         axes[1, 0].set_axis_off()
     for j, (name, v) in enumerate(layers.items(), start=1):
-        show_contributions(axes[0, j], v["contribution_map"], f"{name}\nch {v['channel']}")
+        title = ((titles or {}).get(name) or layer_title(name, v)).replace(", ", ",\n")
+        show_contributions(axes[0, j], v["contribution_map"], f"{title}\nunit {v['channel']}")
         if has_rgba and v.get("rgba") is not None:
             show_rgba(axes[1, j], v["rgba"])
-    fig.suptitle(f"{saved.get('label', '')}: explanations of hidden units (interpretable depth)", fontsize=9)
-    fig.tight_layout()
+    if has_rgba:
+        axes[1, 0].text(0.5, 0.5, COLOUR_EXPLANATION.format("unit"), transform=axes[1, 0].transAxes, ha="center", va="center",
+                        fontsize=7)
+    fig.suptitle(f"{saved.get('label', '')}: what the most active unit of each layer responds to, "
+                 "explained in the input", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    contribution_key(fig, axes[0, :].tolist(), label="contribution to the unit")
     return fig
 
 
-def plot_training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
-    """Test accuracy and train loss per epoch for each model."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+_LOSS_NAMES = {"bce": "binary cross-entropy", "ce": "cross-entropy"}
+
+
+def plot_training_curves(histories: dict[str, pd.DataFrame], losses: dict[str, str] | None = None) -> Figure:
+    """Test and training accuracy per epoch for each model (integer epochs).
+
+    Losses of different kinds (binary cross-entropy for B-cos models, cross-entropy for
+    conventional ones) are not on one scale, so the training loss is drawn only when
+    ``losses`` (model key → ``"bce"`` / ``"ce"``) names each model's loss: one panel per kind.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    kinds = list(dict.fromkeys((losses or {}).get(k) for k in histories)) if losses else []
+    if None in kinds:
+        kinds = []  # a model whose loss is unknown: no loss panels rather than a misleading one
+    fig, axes = plt.subplots(1, 2 + len(kinds), figsize=(4.5 * (2 + len(kinds)), 3.2), squeeze=False)
+    a1, a2, *loss_axes = axes[0]
+    colours = dict(zip(histories, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10))
     for key, h in histories.items():
-        a1.plot(h["epoch"], h["test_accuracy"], marker="o", label=key)
-        a2.plot(h["epoch"], h["train_loss"], marker="o", label=key)
+        a1.plot(h["epoch"], h["test_accuracy"], marker="o", color=colours[key], label=key)
+        a2.plot(h["epoch"], h["train_accuracy"], marker="o", color=colours[key], label=key)
+        for kind, a in zip(kinds, loss_axes):
+            if losses[key] == kind:
+                a.plot(h["epoch"], h["train_loss"], marker="o", color=colours[key], label=key)
     a1.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
-    a2.set(xlabel="epoch", ylabel="train loss", title="train loss (bce or ce)")
+    a2.set(xlabel="epoch", ylabel="training accuracy (%)", title="training accuracy (running, per epoch)")
+    for kind, a in zip(kinds, loss_axes):
+        a.set(xlabel="epoch", ylabel=f"training loss ({_LOSS_NAMES.get(kind, kind)})",
+              title=f"training loss: {_LOSS_NAMES.get(kind, kind)}")
+        a.legend(fontsize=7)
+    for a in axes[0]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -175,15 +249,17 @@ def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figu
     has_loc = "localisation" in sweep and sweep["localisation"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_loc else 1, figsize=(9 if has_loc else 4.8, 3.3), squeeze=False)
     a = axes[0, 0]
-    a.plot(sweep["b"], sweep["test_accuracy"], marker="o", label="this pipeline (Fashion-MNIST)")
-    a.set(xlabel="B", ylabel="test accuracy (%)", title="accuracy vs B")
+    # one y-axis for both: twin axes would make curves 20 points apart look as if they met
+    a.plot(sweep["b"], sweep["test_accuracy"], marker="o", label="this pipeline (Fashion-MNIST, short training)")
+    values = list(sweep["test_accuracy"])
     if paper is not None and len(paper):
-        a2 = a.twinx()
-        a2.plot(paper["b"], paper["accuracy"], marker="s", ls="--", color="tab:gray", label="paper v1 (CIFAR-10)")
-        a2.set_ylabel("paper accuracy (%)", color="tab:gray")
-        h1, l1 = a.get_legend_handles_labels()
-        h2, l2 = a2.get_legend_handles_labels()
-        a.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+        a.plot(paper["b"], paper["accuracy"], marker="s", ls="--", color="tab:gray",
+               label="B-cos v1 paper (CIFAR-10, full training)")
+        values += list(paper["accuracy"])
+    lo, hi = min(values), max(values)
+    a.set(xlabel="B", ylabel="test accuracy (%)", title="accuracy vs B (one scale for both)",
+          ylim=(max(0.0, 10 * np.floor(lo / 10) - 5), min(100.0, 10 * np.ceil(hi / 10) + 2)))
+    a.legend(fontsize=7, loc="lower left")
     if has_loc:
         b = axes[0, 1]
         b.plot(sweep["b"], sweep["localisation"], marker="o", color="tab:green")
@@ -192,12 +268,12 @@ def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figu
     return fig
 
 
-# ----------------------------------------------------------------------------- evaluation (SPEC §6)
+# ----------------------------------------------------------------------------- evaluation (grid pointing game, pixel deletion)
 def _method_labels(methods: pd.Series) -> pd.Series:
     """Method names → their plot labels (``bcos_lib.attribution.method_label``); unknown names stay."""
-    from .attribution import METHODS, method_label
+    from .attribution import list_attributions, method_label
 
-    known = set(METHODS) | {"random"}
+    known = set(list_attributions()) | {"random"}
     return methods.map(lambda m: method_label(m) if m in known else m)
 
 
@@ -237,8 +313,9 @@ def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | Non
 def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     """Pixel-deletion curves (the rows of ``bcos_lib.metrics.pixel_deletion``, several models
     concatenated with a ``model`` column): the mean probability of the predicted class
-    against the fraction of pixels removed, one colour per method (the same in every panel),
-    solid = most important first, dashed = least important first, dotted = random order.
+    against the fraction of pixels removed, one colour per attribution method (the same in every
+    panel), solid = most important first, dashed = least important first; the random order,
+    the baseline of both, is one grey dotted line.  The legend has one entry for each of these.
     One panel per model (one axis when ``ax`` is given: then the colours name model and method)."""
     import seaborn as sns
 
@@ -248,8 +325,10 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
     if ax is not None and len(models) > 1:
         df = df.assign(method=df["model"].astype(str) + ": " + df["method"])
-    names = list(dict.fromkeys(df["method"]))
+    is_random = df["order"] == "random"
+    names = list(dict.fromkeys(df.loc[~is_random, "method"]))
     palette = dict(zip(names, sns.color_palette("tab10", len(names))))
+    palette.update({n: (0.45, 0.45, 0.45) for n in dict.fromkeys(df.loc[is_random, "method"])})
     dashes = {"most": "", "least": (4, 2), "random": (1, 1.5)}
     if ax is not None:
         fig, panels = ax.figure, [(ax, df, "pixel deletion" if len(models) > 1 else str(models[0] or "pixel deletion"))]
@@ -264,11 +343,20 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
               xlim=(0, 1), ylim=(-0.02, 1.02))
     from matplotlib.lines import Line2D
 
-    orders = [o for o in dashes if o in set(df["order"])]
-    handles = [Line2D([], [], color=palette[n], marker="o", markersize=3, label=n) for n in names]
-    order_names = {"most": "most important first", "least": "least important first", "random": "random order"}
-    handles += [Line2D([], [], color="black", ls=(0, dashes[o]) if dashes[o] else "-", label=order_names[o])
-                for o in orders]
-    panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+    present = set(df["order"])
+    blank = Line2D([], [], ls="none", label=" ")
+    handles = [Line2D([], [], ls="none", label="method (colour)")]
+    handles += [Line2D([], [], color=palette[n], marker="o", markersize=3, label=n) for n in names]
+    handles += [blank, Line2D([], [], ls="none", label="order of removal (line)")]
+    handles += [Line2D([], [], color="black", ls=(0, dashes[o]) if dashes[o] else "-", label=label)
+                for o, label in (("most", "most important first"), ("least", "least important first")) if o in present]
+    if "random" in present:
+        handles += [blank, Line2D([], [], color=(0.45, 0.45, 0.45), ls=(0, dashes["random"]), marker="o",
+                                  markersize=3, label="random order (baseline)")]
+    legend = panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
+                                  frameon=False, handlelength=2.5)
+    for text in legend.get_texts():
+        if text.get_text() in ("method (colour)", "order of removal (line)"):
+            text.set_fontweight("bold")
     fig.tight_layout()
     return fig

@@ -1,6 +1,6 @@
 """Quantitative evaluation of explanations: the grid pointing game and pixel deletion.
 
-**Grid pointing game** (localisation; CoDA Nets §5, B-cos v1 §5.2; SPEC §6), step by step:
+**Grid pointing game** (localisation; CoDA Nets §5.1, B-cos v1 §5.2), step by step:
 
 1. :func:`confident_pool` — keep the test images that the model classifies correctly with
    confidence > ``min_confidence`` (the sigmoid of the logit for models trained with
@@ -31,8 +31,7 @@ is an avg-pool kernel size (1 = no smoothing), applied before clamping.
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,18 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attribution import METHODS, POSTHOC_METHODS, _evaluating, attribute
-from .config import EvaluateConfig
+from .attribution import (attribute, config_options, get_attribution, list_attributions, posthoc_attributions,
+                          quiet_evaluation)
 from .data import ImageDataset
 from .layers.explanation_mode import is_explainable
+from .methods import EvalContext, Metric, MetricResult, register_metric
 from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
-           "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "method_options",
-           "evaluate_model", "DELETION_METHODS"]
-
-#: what :func:`pixel_deletion` accepts: every attribution method and a random ranking
-DELETION_METHODS = METHODS + ("random",)
+           "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "summary_stats",
+           "localisation_metric", "deletion_metric"]
 
 
 class EvaluationError(RuntimeError):
@@ -69,7 +66,7 @@ def class_probabilities(model: nn.Module, logits: Tensor) -> Tensor:
 def _predict(model: nn.Module, images: Tensor, batch_size: int, device: torch.device | str) -> Tensor:
     """Class probabilities of images in [0, 1], in batches (model in eval mode)."""
     probs = []
-    with _evaluating(model):
+    with quiet_evaluation(model):
         for i in range(0, len(images), max(1, batch_size)):
             x = images[i:i + batch_size].to(device)
             probs.append(class_probabilities(model, model(prepare_input(model, x))).float().cpu())
@@ -192,7 +189,7 @@ def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n
 def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int = 3, n_grids: int = 500,
                        seed: int = 0, min_confidence: float = 0.5, smooth: int = 1, batch_size: int = 16,
                        device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
-    """The grid pointing game (SPEC §6) of ``method`` on ``model``: one row per (grid, cell).
+    """The grid pointing game (CoDA Nets §5.1) of ``method`` on ``model``: one row per (grid, cell).
 
     Columns: grid, cell, target (the cell's class), score (in [0, 1]), method.  The grids
     depend on the model (through its confident pool), ``n``, ``n_grids``, ``seed`` and
@@ -217,8 +214,8 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: method, order,
     fraction (of pixels removed, 0 … 1), score (mean probability), score_std.
     """
-    if method not in DELETION_METHODS:
-        raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(DELETION_METHODS)}")
+    if method != "random" and method not in list_attributions():
+        raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(list_attributions())}, random")
     if order not in ("most", "least"):
         raise ValueError(f"order must be 'most' or 'least' (got {order!r})")
     if steps < 1 or n_images < 1:
@@ -227,7 +224,7 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     idx = torch.randperm(len(ds), generator=gen)[:n_images]
     rank_gen = torch.Generator().manual_seed(seed + 1)
     curves = []
-    with _evaluating(model):
+    with quiet_evaluation(model):
         for i in range(0, len(idx), max(1, batch_size)):
             images = ds.images[idx[i:i + batch_size]].to(device)
             b, c, h, w = images.shape
@@ -273,106 +270,86 @@ def deletion_auc(df: pd.DataFrame) -> float:
     return float(np.sum((s[1:] + s[:-1]) / 2 * np.diff(f)))
 
 
-# ----------------------------------------------------------------------------- the evaluate stage
-def method_options(method: str, cfg: EvaluateConfig) -> dict[str, Any]:
-    """The attribution options that ``cfg`` sets for ``method``."""
-    if method == "ig":
-        return {"steps": cfg.ig_steps}
-    if method == "occlusion":
-        return {"window": cfg.occlusion_window, "stride": cfg.occlusion_stride}
-    return {}
-
-
-def _summary_stats(scores: pd.Series) -> dict[str, float]:
+# ----------------------------------------------------------------------------- as registered metrics
+def summary_stats(scores: pd.Series) -> dict[str, float]:
+    """mean, median, std and count of a column of scores."""
     v = scores.to_numpy(float)
     return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()), "n": int(len(v))}
 
 
-def evaluate_model(model: nn.Module, test_ds: ImageDataset, cfg: EvaluateConfig, device: torch.device | str = "cpu",
-                   log: Callable[[str], None] = print, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Run the evaluate stage for one model: the grid pointing game and pixel deletion.
+def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -> list[str]:
+    """The methods that apply to the model ('own' needs a model that explains itself)."""
+    keep = []
+    for m in methods:
+        if m != "random" and get_attribution(m).needs_dynamic_linear and not is_explainable(ctx.model):
+            if m not in skipped:
+                skipped[m] = (f"{type(ctx.model).__name__} is not dynamic linear (no explanation mode), "
+                              "so it has no explanation of its own")
+                ctx.log(f"evaluate: skipping {m!r}: {skipped[m]}")
+            continue
+        keep.append(m)
+    return keep
 
-    Every method of ``cfg.methods`` that applies to the model is scored on the same grids
-    (``"own"`` only for explainable models; it is skipped, with a log line, otherwise).
-    ``"own"`` uses all ``cfg.n_grids`` grids, the post-hoc methods the first
-    ``cfg.posthoc_n_grids`` of them when that is > 0.  Then, for each of
-    ``cfg.deletion_methods``, deletion curves with the most and with the least important
-    pixels first (``"random"``: one curve, the baseline of both).
 
-    Returns ``(scores, deletion, summary)``: the :func:`score_grids` rows of every method; the
-    :func:`pixel_deletion` rows of every curve; and a JSON-serialisable dict::
-
-        {"grid": {n, n_grids, posthoc_n_grids, seed, min_confidence, smooth, uniform_score,
-                  confident_images, classes_with_confident_images},
-         "deletion_settings": {n_images, steps, seed},
-         "localisation": {method: {mean, median, std, n, n_grids, mean_unsmoothed}},  # n = number of scores
-         "deletion": {method: {auc_most, auc_least}},                 # random: the same AUC twice
-         "skipped": {method: why}}
-    """
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    unknown += [m for m in cfg.deletion_methods if m not in DELETION_METHODS]
-    if unknown:
-        raise ValueError(f"evaluate: unknown method(s) {unknown}; localisation methods: {', '.join(METHODS)}; "
-                         f"deletion methods: {', '.join(DELETION_METHODS)}")
-    explainable = is_explainable(model)
-    skipped: dict[str, str] = {}
-
-    def applies(method: str) -> bool:
-        if method == "own" and not explainable:
-            if method not in skipped:
-                skipped[method] = (f"{type(model).__name__} is not dynamic linear (no explanation mode), "
-                                   "so it has no explanation of its own")
-                log(f"evaluate: skipping 'own': {skipped[method]}")
-            return False
-        return True
-
+def localisation_metric(ctx: EvalContext) -> MetricResult | None:
+    """The grid pointing game of every method of ``evaluate.methods`` that applies, all on the
+    same grids: ``"own"`` on ``n_grids`` of them, the post-hoc methods on the first
+    ``posthoc_n_grids`` (when > 0).  Summary: ``grid`` (the settings and the pool),
+    ``methods`` ({method: mean, median, std, n (scores), n_grids, mean_unsmoothed}), ``skipped``."""
+    cfg, skipped = ctx.cfg, {}
+    methods = _applicable(ctx, cfg.methods, skipped)
+    if not methods:
+        return None
     n = cfg.grid_size
-    pool = confident_pool(model, test_ds, cfg.min_confidence, cfg.batch_size * n * n, device)
-    grids, classes = make_grids(test_ds, pool, n, cfg.n_grids, seed)
+    pool = confident_pool(ctx.model, ctx.test_data, cfg.min_confidence, cfg.batch_size * n * n, ctx.device)
+    grids, classes = make_grids(ctx.test_data, pool, n, cfg.n_grids, ctx.seed)
     posthoc_grids = min(cfg.posthoc_n_grids, cfg.n_grids) if cfg.posthoc_n_grids > 0 else cfg.n_grids
-    localisation: dict[str, dict[str, Any]] = {}
-    frames = []
-    for method in cfg.methods:
-        if not applies(method):
-            continue
-        g = cfg.n_grids if method == "own" else posthoc_grids
-        start = time.perf_counter()
-        df = score_grids(model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, device,
-                         **method_options(method, cfg))
+    stats, frames = {}, []
+    for method in methods:
+        g = posthoc_grids if method in posthoc_attributions() else cfg.n_grids
+        df = score_grids(ctx.model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, ctx.device,
+                         **config_options(method, cfg))
         frames.append(df)
-        localisation[method] = {**_summary_stats(df["score"]), "n_grids": int(g),
-                                "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
-        log(f"evaluate: {method:<16} localisation {localisation[method]['mean']:.3f} "
-            f"(median {localisation[method]['median']:.3f}, {g} grids, {time.perf_counter() - start:.1f} s)")
-    deletion: dict[str, dict[str, float]] = {}
-    deletion_frames = []
-    for method in cfg.deletion_methods:
-        if not applies(method):
-            continue
-        start = time.perf_counter()
-        opts = method_options(method, cfg) if method in POSTHOC_METHODS else {}
+        stats[method] = {**summary_stats(df["score"]), "n_grids": int(g),
+                         "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
+        ctx.log(f"evaluate: {method:<16} localisation {stats[method]['mean']:.3f} "
+                f"(median {stats[method]['median']:.3f}, {g} grids)")
+    summary = {"grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids),
+                        "seed": int(ctx.seed), "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
+                        "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
+                        "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
+               "methods": stats, "skipped": skipped}
+    return MetricResult(summary, {"localisation": pd.concat(frames, ignore_index=True)})
+
+
+def deletion_metric(ctx: EvalContext) -> MetricResult | None:
+    """Pixel deletion for every method of ``evaluate.deletion_methods`` that applies: curves with
+    the most and with the least important pixels first (``"random"``: one curve, the baseline
+    of both).  Summary: ``settings`` and ``methods`` ({method: auc_most, auc_least})."""
+    cfg, skipped = ctx.cfg, {}
+    methods = _applicable(ctx, cfg.deletion_methods, skipped)
+    if not methods:
+        return None
+    aucs_by_method, frames = {}, []
+    for method in methods:
+        opts = config_options(method, cfg) if method != "random" else {}
         aucs = {}
         for order in (("most",) if method == "random" else ("most", "least")):
-            df = pixel_deletion(model, test_ds, method, cfg.deletion_images, cfg.deletion_steps, seed, order, device,
-                                batch_size=cfg.batch_size * n * n, **opts)
-            deletion_frames.append(df)
+            df = pixel_deletion(ctx.model, ctx.test_data, method, cfg.deletion_images, cfg.deletion_steps, ctx.seed,
+                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, **opts)
+            frames.append(df)
             aucs[f"auc_{order}"] = deletion_auc(df)
-        deletion[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
-        log(f"evaluate: {method:<16} deletion AUC most first {deletion[method]['auc_most']:.3f}, least first "
-            f"{deletion[method]['auc_least']:.3f} ({cfg.deletion_images} images, {time.perf_counter() - start:.1f} s)")
-    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["grid", "cell", "target", "score", "score_unsmoothed", "method"])
-    curves = pd.concat(deletion_frames, ignore_index=True) if deletion_frames else pd.DataFrame(
-        columns=["method", "order", "fraction", "score", "score_std"])
-    summary = {
-        "grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids), "seed": int(seed),
-                 "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
-                 "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
-                 "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
-        "deletion_settings": {"n_images": int(min(cfg.deletion_images, len(test_ds))), "steps": int(cfg.deletion_steps),
-                              "seed": int(seed)},
-        "localisation": localisation,
-        "deletion": deletion,
-        "skipped": skipped,
-    }
-    return scores, curves, summary
+        aucs_by_method[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
+        ctx.log(f"evaluate: {method:<16} deletion AUC most first {aucs_by_method[method]['auc_most']:.3f}, least first "
+                f"{aucs_by_method[method]['auc_least']:.3f} ({cfg.deletion_images} images)")
+    summary = {"settings": {"n_images": int(min(cfg.deletion_images, len(ctx.test_data))),
+                            "steps": int(cfg.deletion_steps), "seed": int(ctx.seed)},
+               "methods": aucs_by_method, "skipped": skipped}
+    return MetricResult(summary, {"deletion": pd.concat(frames, ignore_index=True)})
+
+
+register_metric(Metric("localisation", localisation_metric,
+                       description="grid pointing game (CoDA Nets §5.1): share of positive attribution in the "
+                                   "target's cell"))
+register_metric(Metric("deletion", deletion_metric,
+                       description="pixel deletion: area under the target-probability curve"))

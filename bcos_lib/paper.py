@@ -1,17 +1,15 @@
-"""The papers' reported numbers (../shared/SPEC.md), for side-by-side tables and figures."""
+"""The papers' reported numbers, for side-by-side tables and figures.
+
+Each method file of :mod:`bcos_lib.methods` reads its paper's numbers from here; a block per paper.
+"""
 from __future__ import annotations
 
-__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "BCOS_V2_IMAGENET_ACCURACY", "CODA_CIFAR10_LOCALISATION",
-           "CODA_LOCALISATION_BY_T"]
+__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION"]
 
-#: B-cos v1, CIFAR-10, 9-layer net with MaxOut (public results notebook): B → top-1 accuracy (%)
+#: B-cos v1 (CVPR 2022), CIFAR-10, 9-layer net with MaxOut (the authors' public results notebook):
+#: B → top-1 accuracy (%)
 BCOS_V1_CIFAR10_ACCURACY_BY_B = {1.0: 93.53, 1.25: 93.81, 1.5: 93.69, 1.75: 93.69, 2.0: 93.19, 2.25: 92.60, 2.5: 92.37}
 
-#: B-cos v2, ImageNet top-1 (%)
-BCOS_V2_IMAGENET_ACCURACY = {"B-cos ResNet-50": 75.9, "B-cos DenseNet-121": 73.6, "B-cos ViT-S": 69.3}
-
-#: CoDA Net, CIFAR-10, 3×3 grid pointing game, T = 1000 (means of the 4500 scores in the public repo)
+#: CoDA Nets (CVPR 2021) §5.1, CIFAR-10, 3×3 grid pointing game, T = 1000 (means of the 4500
+#: scores in the authors' public repository)
 CODA_CIFAR10_LOCALISATION = {"own": 0.912, "occlusion": 0.842, "gradcam": 0.726, "ig": 0.155, "ixg": 0.144}
-
-#: CoDA Net localisation (own explanation) against the logit temperature T
-CODA_LOCALISATION_BY_T = {10: 0.31, 100: 0.64, 500: 0.84, 1000: 0.91}

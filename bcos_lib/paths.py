@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["project_root", "output_root", "resolve"]
+__all__ = ["project_root", "output_root", "resolve", "display_path"]
 
 _MARKERS = ("params.yaml", "bcos_lib")
 
@@ -60,3 +60,13 @@ def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
     """A path from params.yaml: absolute stays, relative is taken from ``base`` (default: project root)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base or project_root()) / p
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as messages show it: relative to the current directory when it lies below it."""
+    path = Path(path)
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if rel.startswith("..") else rel

@@ -9,7 +9,7 @@ stage never leaves a previous result half-overwritten.  Layout under the output 
     checkpoints/<key>.ckpt                   resumable training state (deleted when done)
     results/train/<key>/{metrics.json, history.csv}
     results/explain/<key>/{explanations.pt, metrics.json}
-    results/evaluate/<key>/{localisation.csv, deletion.csv, metrics.json}
+    results/evaluate/<key>/{metrics.json, tables/*.csv}  one summary per metric, long tables
     figures/*.png, results/report.md
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import Params, load_params
 from .data import ImageDataset, load_dataset, subset
-from .paths import output_root, resolve
+from .paths import output_root, project_root, resolve
 from .registry import create_model
 from .utils import atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, set_seed
 
@@ -49,7 +49,12 @@ class Run:
         return self.out.joinpath(*parts)
 
     def __repr__(self) -> str:
-        return f"Run(profile={self.params.base.profile!r}, out={str(self.out)!r}, device={self.device})"
+        # relative to the project: the executed notebooks show this, and must not differ between clones
+        try:
+            out = self.out.resolve().relative_to(project_root()).as_posix() or "."
+        except (ValueError, FileNotFoundError):
+            out = str(self.out)
+        return f"Run(profile={self.params.base.profile!r}, out={out!r}, device={self.device})"
 
 
 def setup(profile: str | None = None, output_dir: str | None = None, params_path: str | None = None) -> Run:
@@ -122,11 +127,13 @@ def load_trained(run: Run, key: str) -> nn.Module:
     return load_model(model_path(run, key), entry.arch, dict(entry.kwargs), run.device)
 
 
-def write_timing(run: Run, stage: str, key: str, seconds: float) -> Path:
-    """``results/timing/<stage>_<key>.json``: how long a stage's work took (not a dependency of
-    any stage, so a rerun that reproduces the same results leaves the later stages alone)."""
+def write_timing(run: Run, stage: str, key: str, seconds: float, **parts: float) -> Path:
+    """``results/timing/<stage>_<key>.json``: how long a stage's work took, and its ``parts``
+    (e.g. each metric), in seconds (not a dependency of any stage and not tracked by git, so a
+    rerun that reproduces the same results leaves the later stages and the checkout alone)."""
     from .utils import write_json
-    return write_json({f"{stage}_seconds": round(seconds, 1), "device": str(run.device)},
+    return write_json({f"{stage}_seconds": round(seconds, 1), "device": str(run.device),
+                       **({"parts_seconds": {k: round(v, 1) for k, v in parts.items()}} if parts else {})},
                       run.path("results", "timing", f"{stage}_{key}.json"))
 
 

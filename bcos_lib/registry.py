@@ -26,7 +26,9 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (importing registers the builders)
+    from . import models  # noqa: F401  (importing registers the shared architectures' builders)
+    from .methods import load_methods
+    load_methods()  # each method file registers its own builders
 
 
 def list_models() -> list[str]:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,11 +22,12 @@ from torch import Tensor, nn
 
 from .config import TrainConfig
 from .data import ImageDataset
+from .methods import StepInfo, StepOutput, TrainHooks
 from .models.base import prepare_input
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, evaluating
 
-__all__ = ["fit", "evaluate_accuracy", "loss_fn", "TrainingError", "batches", "config_fingerprint", "load_train_checkpoint",
-           "CHECKPOINT_FORMAT"]
+__all__ = ["fit", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
+           "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "bcos-companion/train-checkpoint-v1"
 
@@ -41,13 +41,28 @@ def config_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _bce(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+
+
+#: the losses ``train.loss`` may name: ``bce``, binary cross-entropy on one-hot targets (B-cos v1
+#: §3.4: every logit is pushed up or down on its own); ``ce``, cross-entropy.  A method that needs
+#: another adds it here before params.yaml is read (its module is imported by then).
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"bce": _bce, "ce": F.cross_entropy}
+
+
 def loss_fn(name: str, logits: Tensor, labels: Tensor) -> Tensor:
-    """``bce``: binary cross-entropy on one-hot targets (B-cos); ``ce``: cross-entropy."""
-    if name == "bce":
-        return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))
-    if name == "ce":
-        return F.cross_entropy(logits, labels)
-    raise ValueError(f"unknown loss {name!r} (bce or ce)")
+    """The loss ``name`` (a key of :data:`LOSSES`) of ``logits`` for ``labels``."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r} ({', '.join(LOSSES)})")
+    return LOSSES[name](logits, labels)
+
+
+def default_step(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo) -> StepOutput:
+    """The plain training step: the run's loss of ``model(prepare_input(x))`` against ``y``.
+    A method's step (:class:`bcos_lib.methods.TrainHooks`) may call this and add its own terms."""
+    out = model(prepare_input(model, x))
+    return StepOutput(loss=loss_fn(info.loss_name, out, y), logits=out)
 
 
 def batches(ds: ImageDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -74,17 +89,13 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def evaluate_accuracy(model: nn.Module, ds: ImageDataset, loss: str = "ce", batch_size: int = 1000,
                       device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean loss and accuracy (%) of ``model`` on ``ds`` (eval mode; the mode is restored)."""
-    was_training = model.training
-    model.eval()
     total_loss, correct = 0.0, 0
-    try:
+    with evaluating(model):
         for x, y in batches(ds, batch_size):
             x, y = x.to(device), y.to(device)
             out = model(prepare_input(model, x))
             total_loss += loss_fn(loss, out, y).item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
-    finally:
-        model.train(was_training)
     return {"loss": total_loss / len(ds), "accuracy": 100.0 * correct / len(ds)}
 
 
@@ -106,10 +117,12 @@ def _diagnose(model: nn.Module, x: Tensor, cfg: TrainConfig, loss_name: str) -> 
 def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | None, cfg: TrainConfig, *,
         seed: int = 0, device: torch.device | str = "cpu", checkpoint_path: str | os.PathLike | None = None,
         fingerprint: str = "", progress: bool = True, log: Callable[[str], None] = print,
-        on_step: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+        on_step: Callable[[int], None] | None = None, hooks: TrainHooks | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place; return one row of metrics per epoch.
 
-    With ``checkpoint_path`` a checkpoint is written every ``cfg.checkpoint_every`` steps and
+    ``hooks`` (:class:`bcos_lib.methods.TrainHooks`, from the model's method) may replace the
+    training step — it gets the labels and may add loss terms, logged per epoch — and add an
+    after-step hook.  With ``checkpoint_path`` a checkpoint is written every ``cfg.checkpoint_every`` steps and
     at each epoch's end; an existing checkpoint with the same ``fingerprint`` is resumed,
     one with another fingerprint is ignored (and replaced).
     """
@@ -121,7 +134,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     opt = _make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "sums": [0.0, 0, 0]}
+    hooks = hooks or TrainHooks()
+    step_fn = hooks.step or default_step
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "sums": [0.0, 0, 0], "terms": {}}
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         ck = load_train_checkpoint(checkpoint_path)
         if ck.get("fingerprint") == fingerprint:
@@ -135,6 +150,7 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
             if ck.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ck["cuda_rng"])
             state = ck["state"]
+            state.setdefault("terms", {})
             log(f"resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
         else:
             log(f"ignoring {checkpoint_path}: it belongs to another configuration")
@@ -150,7 +166,6 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         model.train()
-        t0 = time.time()
         it = batches(train_data, cfg.batch_size, shuffle=True, seed=seed, epoch=epoch)
         bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, file=sys.stdout, mininterval=5, leave=False)
@@ -163,14 +178,21 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                                     "the input batch itself is damaged; check the dataset files (make data)")
             for group in opt.param_groups:
                 group["lr"] = _lr_at(state["global_step"], total, cfg)
-            out = model(prepare_input(model, x))
-            loss = loss_fn(loss_name, out, y)
+            info = StepInfo(epoch=epoch, step=state["global_step"], epochs=cfg.epochs, total_steps=total,
+                            loss_name=loss_name)
+            result = step_fn(model, x, y, info)
+            loss, out = result.loss, result.logits
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
                                     f"(global step {state['global_step'] + 1}): {_diagnose(model, x, cfg, loss_name)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if hooks.after_step is not None:
+                with torch.no_grad():
+                    hooks.after_step(model, info)
+            for name, value in result.terms.items():
+                state["terms"][name] = state["terms"].get(name, 0.0) + float(value) * len(y)
             state["sums"][0] += loss.item() * len(y)
             state["sums"][1] += (out.argmax(1) == y).sum().item()
             state["sums"][2] += len(y)
@@ -184,14 +206,20 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         bar.close()
         s = state["sums"]
         row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_accuracy": 100.0 * s[1] / s[2],
-               "lr": _lr_at(state["global_step"] - 1, total, cfg)}
+               "lr": _lr_at(state["global_step"] - 1, total, cfg),
+               **{f"train_{k}": v / s[2] for k, v in state.get("terms", {}).items()}}
         if test_data is not None:
             m = evaluate_accuracy(model, test_data, loss_name, cfg.eval_batch_size, device)
             row.update(test_loss=m["loss"], test_accuracy=m["accuracy"])
+        if hooks.after_epoch is not None:
+            info = StepInfo(epoch=epoch, step=state["global_step"] - 1, epochs=cfg.epochs, total_steps=total,
+                            loss_name=loss_name)
+            with evaluating(model):
+                row.update({k: float(v) for k, v in hooks.after_epoch(model, info).items()})
         state["history"].append(row)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
-            + f" ({time.time() - t0:.0f} s)")
-        state.update(epoch=epoch + 1, step_in_epoch=0, sums=[0.0, 0, 0])
+        # no wall time here: the executed notebook keeps this line, and a rerun must write the same bytes
+        log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        state.update(epoch=epoch + 1, step_in_epoch=0, sums=[0.0, 0, 0], terms={})
         save_checkpoint()
     return state["history"]
 

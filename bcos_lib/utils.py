@@ -6,13 +6,34 @@ import os
 import platform
 import random
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "keep_freed_memory", "resolve_device", "atomic_write", "atomic_torch_save", "write_json", "versions"]
+__all__ = ["evaluating", "find_module", "set_seed", "keep_freed_memory", "resolve_device", "atomic_write", "atomic_torch_save", "write_json", "versions"]
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode for the block (batch statistics frozen, so images do not influence each
+    other); the model's previous train/eval mode is restored afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def find_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The submodule called ``name`` (as in ``model.named_modules()``), with an error that lists them."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise KeyError(f"model has no layer {name!r}; layers: {', '.join(n for n in modules if n)}")
+    return modules[name]
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

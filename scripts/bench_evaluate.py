@@ -1,6 +1,6 @@
 """Benchmark: the batched "own" grid pointing game against a one-image-one-class loop.
 
-Both score the same n×n grids (SPEC §6) with the model's own explanation W(x) ⊙ x, on
+Both score the same n×n grids (the grid pointing game, CoDA Nets §5.1) with the model's own explanation W(x) ⊙ x, on
 the same model, in the same process, with the same number of threads:
 
 * batched — :func:`bcos_lib.metrics.score_grids`: ``--batch-size`` grids per call, one

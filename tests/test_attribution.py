@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.attribution import METHODS, POSTHOC_METHODS, attribute, gradcam_layer, method_label
+from bcos_lib.attribution import attribute, gradcam_layer, list_attributions, method_label, posthoc_attributions
 from bcos_lib.explain import explain
 
 torch.set_num_threads(1)
@@ -32,7 +32,7 @@ def inputs(model: torch.nn.Module, n: int = 3, size: int = 16) -> torch.Tensor:
 TARGETS = torch.tensor([[0, 3], [5, 1], [9, 9]])
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list_attributions())
 def test_every_method_gives_one_map_per_image_and_target(model, method):
     x = inputs(model)
     if method == "own" and not model.explainable:
@@ -57,10 +57,10 @@ def test_own_equals_the_contribution_map():
     with torch.no_grad():
         logits = model(x)
     total = attribute(model, x, TARGETS, "own").sum((2, 3))
-    assert torch.allclose(total, logits.gather(1, TARGETS) - model.logit_bias()[TARGETS], atol=1e-4)
+    assert torch.allclose(total, logits.gather(1, TARGETS) - model.explanation_bias()[TARGETS], atol=1e-4)
 
 
-@pytest.mark.parametrize("method", POSTHOC_METHODS)
+@pytest.mark.parametrize("method", posthoc_attributions())
 def test_several_targets_equal_one_captum_call_per_target(method):
     model = small("bcos_cnn")
     x = inputs(model)
@@ -128,6 +128,6 @@ def test_the_model_mode_is_restored_and_errors_are_clear():
 
 def test_method_labels():
     assert method_label("ig") == "Integrated Gradients"
-    assert all(method_label(m) for m in METHODS + ("random",))
+    assert all(method_label(m) for m in list_attributions() + ["random"])
     with pytest.raises(ValueError):
         method_label("nope")

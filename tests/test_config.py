@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from bcos_lib.config import ConfigError, deep_merge, load_params, parse_params
+from bcos_lib.config import ConfigError, deep_merge, load_params, parse_params, set_profile
 from bcos_lib.paths import project_root
 
 
@@ -84,3 +86,65 @@ def test_profile_overrides_of_models_not_defined_are_skipped(raw):
     small["models"] = {k: v for k, v in raw["models"].items() if k in ("std_cnn", "bcos_cnn")}
     p = parse_params(small, "tiny")
     assert set(p.models) == {"std_cnn", "bcos_cnn"}
+
+
+# ----------------------------------------------------------------------------- `make repro PROFILE=…`
+def test_set_profile_changes_that_line_only(tmp_path):
+    """`make repro PROFILE=x` runs `python -m bcos_lib.config --set-profile x`: the profile line
+    changes, every comment and every other byte of params.yaml stay."""
+    path = tmp_path / "params.yaml"
+    text = (project_root() / "params.yaml").read_text()
+    path.write_text(text)
+    assert set_profile(path, "tiny") is True
+    new = path.read_text()
+    changed = [(a, b) for a, b in zip(text.splitlines(), new.splitlines()) if a != b]
+    assert len(text.splitlines()) == len(new.splitlines())
+    assert len(changed) == 1 and changed[0][1].strip().startswith("profile: tiny"), changed
+    assert changed[0][1].split("profile:")[0] == changed[0][0].split("profile:")[0]  # same indent
+    assert load_params(path).base.profile == "tiny"
+    assert set_profile(path, "tiny") is False and path.read_text() == new
+    assert set_profile(path, "default") is True and path.read_text() == text
+
+
+def test_set_profile_checks_before_it_writes(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (project_root() / "params.yaml").read_text()
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="unknown profile 'gpuu'; defined in `profiles`: default, tiny, gpu"):
+        set_profile(path, "gpuu")
+    assert path.read_text() == text
+    path.write_text(text.replace("  epochs: 4\n", "  epoch: 4\n", 1))
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch"):
+        set_profile(path, "tiny")
+    assert "profile: default" in path.read_text()
+
+
+def test_config_command_prints_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((project_root() / "params.yaml").read_text())
+    ok = subprocess.run([sys.executable, "-m", "bcos_lib.config", "--params", str(path), "--set-profile", "gpu"],
+                        capture_output=True, text=True, cwd=project_root())
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{path}: base.profile is gpu", ok.stdout + ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "bcos_lib.config", "--params", str(path), "--set-profile", "huge"],
+                         capture_output=True, text=True, cwd=project_root())
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {path}: unknown profile 'huge'; defined in `profiles`: default, tiny, gpu "
+        "(nothing was changed: fix it and run again)"]
+
+
+def test_make_repro_profile_sets_the_profile_before_dvc_repro():
+    """What `make repro PROFILE=tiny` runs (make -n: nothing runs; -o data -o setup: not the set-up):
+    dvc.yaml regenerated, the profile set, then dvc repro."""
+    def commands(*args: str) -> list[str]:
+        p = subprocess.run(["make", "-n", "-o", "data", "-o", "setup", "repro", *args], cwd=project_root(),
+                           capture_output=True, text=True, check=True)
+        return p.stdout.strip().splitlines()
+
+    with_profile = commands("PROFILE=tiny")
+    assert len(with_profile) == 3, with_profile
+    assert with_profile[0].endswith("/python -m bcos_lib.dvcgen"), with_profile
+    assert with_profile[1].endswith("/python -m bcos_lib.config --set-profile tiny"), with_profile
+    assert with_profile[2].endswith("/dvc repro"), with_profile
+    without = commands()
+    assert len(without) == 2 and without[1].endswith("/dvc repro"), without

@@ -69,6 +69,7 @@ def test_dvc_repro_runs_everything_then_nothing(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("BCOS_OUTPUT_ROOT", "BCOS_PROJECT_ROOT", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    run([str(BIN / "python"), "-m", "bcos_lib.dvcgen"], root, env, 120)  # two models: regenerate dvc.yaml
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     run(git + ["init", "-q"], root, env, 60)
     run(git + ["add", "-A"], root, env, 60)

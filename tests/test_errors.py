@@ -112,8 +112,8 @@ def previous(tmp_path, good_run) -> Path:
 
 # ----------------------------------------------------------------------------- params.yaml
 @pytest.mark.parametrize("over, message", [
-    ({"trian": {"epochs": 1}}, "unknown key trian in params.yaml"),
-    ({"train": {"epoch": 1}}, "unknown key train.epoch in params.yaml; allowed here: epochs"),
+    ({"trian": {"epochs": 1}}, "unknown key trian; allowed here: base, data"),
+    ({"train": {"epoch": 1}}, "unknown key train.epoch; allowed here: epochs"),
     ({"train": {"epochs": "three"}}, "train.epochs: expected an integer, got 'three'"),
     ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got 2.5"),
     ({"train": {"epochs": True}}, "train.epochs: expected an integer, got True"),
@@ -127,9 +127,9 @@ def previous(tmp_path, good_run) -> Path:
     ({"models": {"std_cnn": {"evaluate": {"n_grid": 2}}}}, "unknown key models.std_cnn.evaluate.n_grid"),
     ({"models": {"std_cnn": {"lable": "x"}}}, "unknown key models.std_cnn.lable"),
     ({"profiles": {"tiny": {"train": {"epochs": "2"}}}},
-     "in profile 'tiny' (profiles.tiny in params.yaml): train.epochs: expected an integer, got '2'"),
+     "in profile 'tiny' (profiles.tiny): train.epochs: expected an integer, got '2'"),
     ({"profiles": {"gpu": {"train": {"epoch": 2}}}}, "in profile 'gpu': unknown key train.epoch"),
-    ({"base": {"profile": "huge"}}, "unknown profile 'huge'; defined in params.yaml `profiles`: default, tiny, gpu"),
+    ({"base": {"profile": "huge"}}, "unknown profile 'huge'; defined in `profiles`: default, tiny, gpu"),
 ])
 def test_bad_params_name_the_key(tmp_path, over, message):
     path = write_params(tmp_path / "params.yaml", params_dict(over=over))
@@ -138,6 +138,7 @@ def test_bad_params_name_the_key(tmp_path, over, message):
         load_params(path, profile)
     assert message in str(e.value)
     assert str(path) in str(e.value)
+    assert str(e.value).count("params.yaml") == 1, "the file is named once, at the start"
 
 
 def test_unknown_model_lists_known_models(tmp_path):

@@ -1,4 +1,4 @@
-"""The grid pointing game and pixel deletion (bcos_lib.metrics, SPEC §6).
+"""The grid pointing game and pixel deletion (bcos_lib.metrics; CoDA Nets §5.1, B-cos v1 §5.2).
 
 Tiny models trained for a few seconds on "spots" (class c = a bright 3×3 square at
 position c on a 12×12 noise image) give confident pools with every class, so the whole
@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.config import EvaluateConfig
+from bcos_lib.config import EvaluateConfig, ModelEntry
 from bcos_lib.data import ImageDataset
-from bcos_lib.metrics import (EvaluationError, class_probabilities, confident_pool, deletion_auc, evaluate_model,
-                              grid_pointing_game, localisation_scores, make_grids, pixel_deletion, score_grids)
+from bcos_lib.methods import EvalContext
+from bcos_lib.metrics import (EvaluationError, class_probabilities, confident_pool, deletion_auc, deletion_metric,
+                              grid_pointing_game, localisation_metric, localisation_scores, make_grids, pixel_deletion,
+                              score_grids)
 from bcos_lib.train import loss_fn
 
 torch.set_num_threads(1)
@@ -229,6 +231,14 @@ TINY = EvaluateConfig(grid_size=2, n_grids=4, posthoc_n_grids=2, min_confidence=
                       deletion_methods=["own", "ixg", "random"])
 
 
+def evaluate_model(model, test_ds, cfg, log=print):
+    """The two shared metrics as the evaluate stage runs them: (scores, curves, {metric: summary})."""
+    ctx = EvalContext(key="m", model=model, entry=ModelEntry(arch="x"), test_data=test_ds, cfg=cfg, options=None,
+                      device="cpu", seed=0, log=log, load_train_data=lambda: test_ds)
+    loc, dele = localisation_metric(ctx), deletion_metric(ctx)
+    return loc.tables["localisation"], dele.tables["deletion"], {"localisation": loc.summary, "deletion": dele.summary}
+
+
 @pytest.mark.parametrize("arch", ["bcos", "std"])
 def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_model, test_ds):
     model = bcos_model if arch == "bcos" else std_model
@@ -240,26 +250,31 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     per_method = scores.groupby("method").size()
     for m in expected_methods:
         assert per_method[m] == (4 if m == "own" else 2) * 4     # own: n_grids, post-hoc: posthoc_n_grids
-    assert set(summary) == {"grid", "deletion_settings", "localisation", "deletion", "skipped"}
-    assert summary["grid"]["n"] == 2 and summary["grid"]["uniform_score"] == 0.25
-    assert list(summary["localisation"]) == expected_methods
-    for m, s in summary["localisation"].items():
+    assert set(summary["localisation"]) == {"grid", "methods", "skipped"}
+    assert set(summary["deletion"]) == {"settings", "methods", "skipped"}
+    grid = summary["localisation"]["grid"]
+    assert grid["n"] == 2 and grid["uniform_score"] == 0.25
+    assert list(summary["localisation"]["methods"]) == expected_methods
+    for m, s in summary["localisation"]["methods"].items():
         assert set(s) == {"mean", "median", "std", "n", "n_grids", "mean_unsmoothed"}
         assert s["mean"] == pytest.approx(scores.loc[scores["method"] == m, "score"].mean())
     expected_deletion = ["own", "ixg", "random"] if arch == "bcos" else ["ixg", "random"]
-    assert list(summary["deletion"]) == expected_deletion
-    assert all(set(v) == {"auc_most", "auc_least"} for v in summary["deletion"].values())
+    assert list(summary["deletion"]["methods"]) == expected_deletion
+    assert all(set(v) == {"auc_most", "auc_least"} for v in summary["deletion"]["methods"].values())
     assert set(deletion["method"]) == set(expected_deletion)
     assert len(deletion) == sum(2 if m != "random" else 1 for m in expected_deletion) * (TINY.deletion_steps + 1)
     if arch == "std":
-        assert "own" in summary["skipped"] and any("skipping 'own'" in line for line in lines)
+        assert "own" in summary["localisation"]["skipped"] and any("skipping 'own'" in line for line in lines)
     else:
-        assert summary["skipped"] == {}
+        assert summary["localisation"]["skipped"] == {} and summary["deletion"]["skipped"] == {}
     json.dumps(summary, allow_nan=False)                          # JSON-serialisable, finite
 
 
 def test_evaluate_model_rejects_unknown_methods(bcos_model, test_ds):
     cfg = EvaluateConfig(methods=["own", "lime"])
+    with pytest.raises(ValueError, match="lime"):
+        evaluate_model(bcos_model, test_ds, cfg, log=lambda s: None)
+    cfg = EvaluateConfig(methods=["own"], deletion_methods=["lime"])
     with pytest.raises(ValueError, match="lime"):
         evaluate_model(bcos_model, test_ds, cfg, log=lambda s: None)
 

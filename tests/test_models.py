@@ -112,7 +112,7 @@ def test_is_an_image_classifier(name):
     assert model.encoding in ("add_inverse", "none") and model.default_loss in ("bce", "ce")
     assert {"num_classes", "image_channels"} <= set(model_signature(name))
     if model.explainable:
-        assert model.encoding == "add_inverse" and model.logit_bias() is not None
+        assert model.encoding == "add_inverse" and model.explanation_bias() is not None
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -202,7 +202,7 @@ def test_explanation_identity(name, trained64):
         targets = torch.stack([logits.argmax(1), logits.argmin(1), torch.arange(n) % model.num_classes], 1)
         e = explain(model, x, targets=targets)
         torch.testing.assert_close(e.target_outputs, logits.gather(1, targets), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(e.bias, model.logit_bias().to(logits.dtype)[targets])
+        torch.testing.assert_close(e.bias, model.explanation_bias().to(logits.dtype)[targets])
         _check_identity(e)
 
 

@@ -361,5 +361,5 @@ def test_every_metrics_file_records_seed_profile_and_versions(tmp_path):
             assert m["profile"] == "tiny", (stage, key)
             assert m["versions"] == versions(), (stage, key)
         ev = json.loads((out / "results" / "evaluate" / key / "metrics.json").read_text())
-        assert ev["grid"]["seed"] == seed and ev["deletion_settings"]["seed"] == seed
+        assert ev["localisation"]["grid"]["seed"] == seed and ev["deletion"]["settings"]["seed"] == seed
     shutil.rmtree(tmp_path / "a")

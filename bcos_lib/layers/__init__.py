@@ -1,15 +1,16 @@
 """Layer families, one per file: B-cos conv/linear, B-cos attention, Dynamic Alignment Units
-(CoDA), uncentred norms, the logit layer, input encodings and the explanation-mode switch.  ``reference`` holds slow
-float64 references of the fast layers (for the tests)."""
+(CoDA), uncentred norms, the logit layer, input encodings and the explanation-mode switch.
+``reference`` holds slow float64 references of the fast layers (for the tests)."""
 from .attention import BcosAttention, attention_weights
 from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
 from .dau import DynamicAlignmentConv2d, DynamicAlignmentLinear
-from .encoding import AddInverse, Normalize, add_inverse, check_encoded_input
+from .encoding import Normalize, add_inverse, check_encoded_input
 from .explanation_mode import ExplainableModule, explanation_mode, is_explainable
 from .logit import LogitLayer, default_logit_bias, v1_logit_temperature
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["BcosConv2d", "BcosLinear", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale", "BcosAttention",
-           "attention_weights", "DynamicAlignmentConv2d", "DynamicAlignmentLinear", "AddInverse", "Normalize", "add_inverse", "check_encoded_input",
+           "attention_weights", "DynamicAlignmentConv2d", "DynamicAlignmentLinear", "Normalize", "add_inverse",
+           "check_encoded_input",
            "ExplainableModule", "explanation_mode", "is_explainable", "LogitLayer", "default_logit_bias",
            "v1_logit_temperature", "UncentredBatchNorm2d", "UncentredLayerNorm"]

@@ -10,19 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AddInverse", "Normalize", "add_inverse", "check_encoded_input"]
+__all__ = ["Normalize", "add_inverse", "check_encoded_input"]
 
 
 def add_inverse(x: Tensor) -> Tensor:
     """``[x, 1 − x]`` along the channel dimension."""
     return torch.cat([x, 1 - x], dim=1)
-
-
-class AddInverse(nn.Module):
-    """Module form of :func:`add_inverse` (for data pipelines)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return add_inverse(x)
 
 
 def check_encoded_input(x: Tensor, image_channels: int) -> None:

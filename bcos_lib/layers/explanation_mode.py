@@ -27,7 +27,16 @@ class ExplainableModule(nn.Module):
 
 
 def is_explainable(model: nn.Module) -> bool:
-    """True if the model contains at least one layer with an explanation mode."""
+    """True if ``model`` explains itself (its contributions sum to its output minus fixed terms).
+
+    A project model declares it (``ImageClassifier.dynamic_linear``): containing a layer with an
+    explanation mode is not enough (a conventional stem in front of DAU layers is not dynamic
+    linear in its input).  A bare stack of layers (no declaration) counts when it contains
+    one of these layers.
+    """
+    declared = getattr(model, "dynamic_linear", None)
+    if declared is not None:
+        return bool(declared)
     return any(isinstance(m, ExplainableModule) for m in model.modules())
 
 

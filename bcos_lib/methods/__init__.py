@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -86,11 +87,15 @@ class TrainHooks:
     ``step(model, x, y, info) -> StepOutput`` replaces the default step
     (``loss(model(prepare_input(x)), y)``; see :func:`bcos_lib.train.default_step`, which a
     method's step may call and add to).  ``after_step(model, info)`` runs after each
-    optimiser step (under ``torch.no_grad``).
+    optimiser step (under ``torch.no_grad``).  ``after_epoch(model, info) -> {name: number}``
+    runs at the end of each epoch, after the test accuracy; what it returns joins that
+    epoch's row of ``history.csv`` (e.g. a localisation score measured on fixed grids, to
+    follow it over training).  It must not change the model or draw from the global RNG.
     """
 
     step: Callable[[nn.Module, Tensor, Tensor, StepInfo], StepOutput] | None = None
     after_step: Callable[[nn.Module, StepInfo], None] | None = None
+    after_epoch: Callable[[nn.Module, StepInfo], dict[str, float]] | None = None
 
 
 # ----------------------------------------------------------------------------- methods
@@ -107,6 +112,7 @@ class Method:
     figures: Callable[[Mapping[str, "ModelResult"], Any], dict[str, Any]] | None = None
     report: Callable[[Mapping[str, "ModelResult"]], str] | None = None
     order: int = 100   # where its report section goes (smaller first)
+    module: str = ""   # the module that registered it (set by register_method; dvc.yaml lists its file)
 
 
 _METHODS: dict[str, Method] = {}
@@ -122,6 +128,8 @@ def register_method(method: Method) -> Method:
             raise KeyError(f"model {arch!r} is claimed by the methods {_ARCH_TO_METHOD[arch]!r} and {method.name!r}")
     if method.options is not None and not dataclasses.is_dataclass(method.options):
         raise TypeError(f"method {method.name!r}: options must be a dataclass")
+    if not method.module:
+        method.module = sys._getframe(1).f_globals.get("__name__", "")
     _METHODS[method.name] = method
     for arch in method.models:
         _ARCH_TO_METHOD[arch] = method.name

@@ -1,16 +1,21 @@
-"""What every classifier in the project shares: its input encoding and its logit bias.
+"""What every classifier in the project shares: its input encoding, its loss, and what its
+explanation is.
 
 ``prepare_input`` turns images in [0, 1] into what ``forward`` expects: ``[x, 1 − x]`` for
 B-cos-style models, the images themselves for conventional ones (which normalise inside).
+A model *declares* whether it is dynamic linear (``dynamic_linear``: in explanation mode
+``y = W(x) x + b`` exactly, B-cos v2 §3, CoDA Nets §3.2) and which fixed terms ``b`` its
+explanation leaves out (``explanation_bias``); the shared explain/evaluate code reads both.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from torch import Tensor, nn
 
 from ..layers.encoding import add_inverse, check_encoded_input
-from ..layers.explanation_mode import is_explainable
 
-__all__ = ["ImageClassifier", "prepare_input"]
+__all__ = ["ImageClassifier", "prepare_input", "optional_layer"]
 
 
 class ImageClassifier(nn.Module):
@@ -20,6 +25,8 @@ class ImageClassifier(nn.Module):
     encoding: str = "none"
     #: "bce" (B-cos: one-hot binary cross-entropy) or "ce"
     default_loss: str = "ce"
+    #: True when, in explanation mode, the logits are exactly W(x) x + explanation_bias()
+    dynamic_linear: bool = False
 
     def __init__(self, image_channels: int, num_classes: int):
         super().__init__()
@@ -31,8 +38,9 @@ class ImageClassifier(nn.Module):
 
     @property
     def explainable(self) -> bool:
-        """True when the model is dynamic linear (its explanation sums to the logit)."""
-        return is_explainable(self)
+        """True when the model explains itself: it is dynamic linear (``dynamic_linear``), so
+        its contributions W(x) ⊙ x sum to the logit minus :meth:`explanation_bias`."""
+        return bool(self.dynamic_linear)
 
     def prepare_input(self, images: Tensor) -> Tensor:
         """Images in [0, 1], (N, image_channels, H, W) → the model's input."""
@@ -49,12 +57,23 @@ class ImageClassifier(nn.Module):
             raise ValueError(f"{type(self).__name__} expects images of shape (N, {self.image_channels}, H, W), "
                              f"got {tuple(x.shape)}")
 
-    def logit_bias(self) -> Tensor | None:
-        """The fixed per-class logit bias b (the part of the logit no explanation covers)."""
+    def explanation_bias(self) -> Tensor | None:
+        """The fixed per-class terms b (num_classes,) that no input contribution carries: the
+        logit layer's bias by default; a model with other fixed terms overrides this."""
         logit = getattr(self, "logit", None)
         return getattr(logit, "bias", None) if logit is not None else None
+
+    def explanation_layers(self) -> dict[str, str]:
+        """Hidden layers worth explaining ("interpretable depth"): module name → readable title.
+        Empty by default."""
+        return {}
 
 
 def prepare_input(model: nn.Module, images: Tensor) -> Tensor:
     """``model.prepare_input(images)`` for project models, ``images`` for any other module."""
     return model.prepare_input(images) if isinstance(model, ImageClassifier) else images
+
+
+def optional_layer(factory: Callable[..., nn.Module] | None, *args: int) -> nn.Module:
+    """``factory(*args)``, or an identity where a family has no such layer (``factory`` None)."""
+    return factory(*args) if factory is not None else nn.Identity()

@@ -33,11 +33,11 @@ class ConvNet(ImageClassifier):
     def __init__(self, *, image_channels: int, num_classes: int, channels: Sequence[int], strides: Sequence[int],
                  conv: Callable[..., nn.Module], classifier: Callable[..., nn.Module],
                  norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None,
-                 stem: nn.Module | None, logit: nn.Module | None, encoding: str, default_loss: str):
+                 stem: nn.Module | None, logit: nn.Module | None, encoding: str, default_loss: str, dynamic_linear: bool = False):
         super().__init__(image_channels, num_classes)
         if len(channels) != len(strides):
             raise ValueError(f"channels ({len(channels)}) and strides ({len(strides)}) must have the same length")
-        self.encoding, self.default_loss = encoding, default_loss
+        self.encoding, self.default_loss, self.dynamic_linear = encoding, default_loss, dynamic_linear
         self.stem = stem or nn.Identity()
         layers: list[nn.Module] = []
         c_in = self.input_channels
@@ -57,6 +57,22 @@ class ConvNet(ImageClassifier):
         """Per-position class evidence before pooling, (N, K, H', W')."""
         self.check_input(x)
         return self.classifier(self.features(self.stem(x)))
+
+    def explanation_layers(self, last: int = 4) -> dict[str, str]:
+        """The ``last`` conv/norm outputs of the feature stack (layers with parameters), named as a
+        reader of the papers would: "conv layer 5 of 6", "conv layer 5 of 6, after its norm"."""
+        layers = [(f"features.{i}", m) for i, m in enumerate(self.features)
+                  if next(m.parameters(), None) is not None]  # activations have no layer of their own
+        n = sum(1 for _, m in layers if "Norm" not in type(m).__name__)
+        names: dict[str, str] = {}
+        k = 0
+        for name, m in layers:
+            if "Norm" in type(m).__name__:
+                names[name] = f"conv layer {k} of {n}, after its norm"
+            else:
+                k += 1
+                names[name] = f"conv layer {k} of {n}"
+        return dict(list(names.items())[-last:])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit(self.pool(self.class_maps(x)).flatten(1))
@@ -115,7 +131,7 @@ def bcos_cnn(num_classes: int = 10, image_channels: int = 1, channels: Sequence[
     return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=channels, strides=strides,
                    conv=conv, classifier=classifier, norm=None if v1 else UncentredBatchNorm2d, act=None,
                    stem=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
-                   encoding=encoding, default_loss="bce")
+                   encoding=encoding, default_loss="bce", dynamic_linear=True)
 
 
 @register_model

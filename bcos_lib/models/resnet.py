@@ -23,16 +23,12 @@ from torch import Tensor, nn
 
 from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
 from ..registry import register_model
-from .base import ImageClassifier
+from .base import ImageClassifier, optional_layer
 from .cnn import FMNIST_MEAN, FMNIST_STD
 
 __all__ = ["BasicBlock", "ResNet", "bcos_resnet", "std_resnet"]
 
 ConvFactory = Callable[..., nn.Module]
-
-
-def _maybe(factory: Callable[..., nn.Module] | None, *args: int) -> nn.Module:
-    return factory(*args) if factory is not None else nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -43,15 +39,15 @@ class BasicBlock(nn.Module):
                  norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None):
         super().__init__()
         self.conv1 = conv(c_in, c_out, kernel_size=3, stride=stride, padding=1)
-        self.norm1 = _maybe(norm, c_out)
-        self.act1 = _maybe(act)
+        self.norm1 = optional_layer(norm, c_out)
+        self.act1 = optional_layer(act)
         self.conv2 = conv(c_out, c_out, kernel_size=3, stride=1, padding=1)
-        self.norm2 = _maybe(norm, c_out)
+        self.norm2 = optional_layer(norm, c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(conv(c_in, c_out, kernel_size=1, stride=stride, padding=0),
-                                          _maybe(norm, c_out))
-        self.act2 = _maybe(act)
+                                          optional_layer(norm, c_out))
+        self.act2 = optional_layer(act)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
@@ -67,17 +63,17 @@ class ResNet(ImageClassifier):
                  strides: Sequence[int], conv: ConvFactory, classifier: ConvFactory,
                  norm: Callable[[int], nn.Module] | None, act: Callable[[], nn.Module] | None,
                  stem_pool: Callable[[], nn.Module] | None, input_norm: nn.Module | None, logit: nn.Module | None,
-                 encoding: str, default_loss: str):
+                 encoding: str, default_loss: str, dynamic_linear: bool = False):
         super().__init__(image_channels, num_classes)
         if not (len(widths) == len(blocks) == len(strides)) or not widths:
             raise ValueError(f"widths {tuple(widths)}, blocks {tuple(blocks)} and strides {tuple(strides)} must be "
                              "non-empty and of the same length (one entry per stage)")
         if any(n < 1 for n in blocks):
             raise ValueError(f"every stage needs ≥ 1 block (got {tuple(blocks)})")
-        self.encoding, self.default_loss = encoding, default_loss
+        self.encoding, self.default_loss, self.dynamic_linear = encoding, default_loss, dynamic_linear
         self.input_norm = input_norm or nn.Identity()
         stem = nn.Sequential(OrderedDict(conv=conv(self.input_channels, widths[0], kernel_size=3, stride=1, padding=1),
-                                         norm=_maybe(norm, widths[0]), act=_maybe(act), pool=_maybe(stem_pool)))
+                                         norm=optional_layer(norm, widths[0]), act=optional_layer(act), pool=optional_layer(stem_pool)))
         stages: list[tuple[str, nn.Module]] = [("stem", stem)]
         c_in = widths[0]
         for i, (c_out, n_blocks, stride) in enumerate(zip(widths, blocks, strides), start=1):
@@ -120,7 +116,7 @@ def bcos_resnet(num_classes: int = 10, image_channels: int = 1, widths: Sequence
                   strides=strides, conv=conv, classifier=conv, norm=UncentredBatchNorm2d, act=None,
                   stem_pool=(lambda: nn.AvgPool2d(3, stride=2, padding=1)) if stem_pool else None,
                   input_norm=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
-                  encoding="add_inverse", default_loss="bce")
+                  encoding="add_inverse", default_loss="bce", dynamic_linear=True)
 
 
 @register_model

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..layers import BcosAttention, BcosConv2d, BcosLinear, LogitLayer, UncentredLayerNorm
 from ..registry import register_model
-from .base import ImageClassifier
+from .base import ImageClassifier, optional_layer
 
 __all__ = ["PositionEmbedding", "TransformerBlock", "VisionTransformer", "bcos_vit"]
 
@@ -80,10 +80,6 @@ class PositionEmbedding(nn.Module):
         return f"grid={self.grid}, patch_size={self.patch_size}, resize={self.resize!r}"
 
 
-def _maybe(factory: Callable[..., nn.Module] | None, *args: int) -> nn.Module:
-    return factory(*args) if factory is not None else nn.Identity()
-
-
 class TransformerBlock(nn.Module):
     """Pre-norm block on (N, T, D): ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
@@ -94,7 +90,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = norm(dim)
         self.attn = attention(dim, heads)
         self.norm2 = norm(dim)
-        self.mlp = nn.Sequential(OrderedDict(fc1=linear(dim, mlp_dim), act=_maybe(act), fc2=linear(mlp_dim, dim)))
+        self.mlp = nn.Sequential(OrderedDict(fc1=linear(dim, mlp_dim), act=optional_layer(act), fc2=linear(mlp_dim, dim)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))  # residual additions are linear
@@ -112,11 +108,11 @@ class VisionTransformer(ImageClassifier):
                  depth: int, heads: int, mlp_dim: int, patch_embed: Callable[..., nn.Module],
                  linear: Callable[[int, int], nn.Module], norm: Callable[[int], nn.Module],
                  attention: Callable[[int, int], nn.Module], act: Callable[[], nn.Module] | None, pos_resize: str,
-                 logit: nn.Module | None, encoding: str, default_loss: str):
+                 logit: nn.Module | None, encoding: str, default_loss: str, dynamic_linear: bool = False):
         super().__init__(image_channels, num_classes)
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} must be a multiple of patch_size={patch_size}")
-        self.encoding, self.default_loss = encoding, default_loss
+        self.encoding, self.default_loss, self.dynamic_linear = encoding, default_loss, dynamic_linear
         self.patch_size = patch_size
         grid = (image_size // patch_size,) * 2
         self.patch_embed = patch_embed(self.input_channels, dim, kernel_size=patch_size, stride=patch_size)
@@ -165,4 +161,4 @@ def bcos_vit(num_classes: int = 10, image_channels: int = 1, image_size: int = 2
                              mlp_dim=int(round(mlp_ratio * dim)), patch_embed=patch_embed, linear=linear,
                              norm=UncentredLayerNorm, attention=attention, act=None, pos_resize=pos_resize,
                              logit=LogitLayer(num_classes, logit_temperature, logit_bias), encoding="add_inverse",
-                             default_loss="bce")
+                             default_loss="bce", dynamic_linear=True)

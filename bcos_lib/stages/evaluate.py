@@ -1,40 +1,63 @@
-"""Stage evaluate: grid pointing game and pixel deletion for one trained model."""
+"""Stage evaluate: every metric of ``evaluate.metrics`` for one trained model.
+
+The metrics are those registered through the method contract (:func:`bcos_lib.methods.register_metric`):
+the shared grid pointing game and pixel deletion (:mod:`bcos_lib.metrics`) and each method's
+own.  Outputs: ``results/evaluate/<key>/metrics.json`` (``{metric: summary}``) and one CSV per
+table under ``results/evaluate/<key>/tables/``.
+"""
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
 
-import pandas as pd
-
+from ..methods import EvalContext, get_metric, metric_options
 from ..pipeline import Run, load_data, load_trained, write_csv, write_timing
 from ..utils import versions, write_json
 
 
 def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Grid pointing game (own explanation and post-hoc baselines) and pixel deletion for ``models.<key>``."""
-    from ..metrics import evaluate_model
-
+    """Run the metrics configured for ``models.<key>``; write their summaries and tables."""
     cfg = run.params.evaluate_config(key)
+    where = f"models.{key}.evaluate" if run.params.model(key).evaluate else "evaluate"
+    metrics = [(get_metric(name), metric_options(name, cfg, where)) for name in cfg.metrics]  # errors before work
     model = load_trained(run, key)
     test_ds = load_data(run, "test")
     t0 = time.time()
-    scores, deletion, summary = evaluate_model(model, test_ds, cfg, run.device, log=log,
-                                             seed=run.params.base.seed)
-    scores.insert(0, "model", key)
-    deletion.insert(0, "model", key)
-    summary = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,
-               "versions": versions(), **summary}
+    summary: dict[str, Any] = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,
+                               "versions": versions()}
+    tables, seconds = {}, {}
+    for metric, options in metrics:
+        start = time.time()
+        ctx = EvalContext(key=key, model=model, entry=run.params.model(key), test_data=test_ds, cfg=cfg,
+                          options=options, device=run.device, seed=run.params.base.seed, log=log,
+                          load_train_data=lambda: load_data(run, "train"))
+        result = metric.fn(ctx)
+        seconds[metric.name] = time.time() - start
+        if result is None:
+            log(f"evaluate: metric {metric.name!r} does not apply to {key}")
+            continue
+        summary[metric.name] = result.summary
+        for name, df in result.tables.items():
+            if name in tables:
+                raise RuntimeError(f"metric {metric.name!r} writes a table {name!r} that another metric wrote too")
+            tables[name] = df.assign(model=key)[["model", *df.columns]]
     out = run.path("results", "evaluate", key)
-    write_csv(scores, out / "localisation.csv")
-    write_csv(deletion, out / "deletion.csv")
+    for name, df in tables.items():
+        write_csv(df, out / "tables" / f"{name}.csv")
     write_json(summary, out / "metrics.json")
-    write_timing(run, "evaluate", key, time.time() - t0)
+    write_timing(run, "evaluate", key, time.time() - t0, **seconds)
     return summary
 
 
-
-
-def localisation_table(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Mean localisation per method (rows) and model (columns)."""
-    return pd.DataFrame({k: {m: v["mean"] for m, v in s.get("localisation", {}).items()}
+def localisation_table(summaries: dict[str, dict[str, Any]]):
+    """Mean localisation per attribution method (rows) and model (columns)."""
+    import pandas as pd
+    return pd.DataFrame({k: {m: v["mean"] for m, v in (s.get("localisation") or {}).get("methods", {}).items()}
                          for k, s in summaries.items()})
+
+
+def read_tables(run: Run, keys: list[str], name: str):
+    """Table ``name`` (e.g. ``"localisation"``) of the models ``keys``, one frame (empty if none wrote it)."""
+    import pandas as pd
+    frames = [pd.read_csv(f) for k in keys if (f := run.path("results", "evaluate", k, "tables", f"{name}.csv")).is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

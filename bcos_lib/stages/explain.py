@@ -5,9 +5,9 @@ import time
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from ..data import ImageDataset
+from ..layers.explanation_mode import is_explainable
 from ..pipeline import Run, load_data, load_trained, write_timing
 from ..utils import atomic_torch_save, versions, write_json
 
@@ -28,7 +28,7 @@ def pick_images(ds: ImageDataset, n: int) -> torch.Tensor:
 def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Explanations of ``models.<key>`` for a fixed set of test images, and a check of the
     explanation identity (Σ contributions = logit − b) on a larger batch."""
-    from ..explain import explain
+    from ..explain import dynamic_linear_output, explain
     from ..models.base import prepare_input
 
     cfg = run.params.explain
@@ -41,16 +41,15 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     # several classes for the same images: the k highest logits
     k = min(cfg.n_classes_per_image, main.logits.shape[1])
     multi = explain(model, x[:2], targets=main.logits[:2].topk(k, dim=1).indices, smooth=cfg.smooth)
-    # intermediate layers ("interpretable depth"): the most active channel of each feature block
+    # intermediate layers ("interpretable depth", B-cos v2 §5.3): the most active channel of each
+    # layer the model names (ImageClassifier.explanation_layers)
     layers = {}
-    feature_names = [f"features.{i}" for i, m in enumerate(getattr(model, "features", [])) if
-                     not isinstance(m, (nn.ReLU, nn.Identity))]
-    for name in feature_names[-4:]:
-        from ..explain import dynamic_linear_output
+    hidden = model.explanation_layers() if hasattr(model, "explanation_layers") else {}
+    for name, title in hidden.items():
         with torch.no_grad():
             acts = dynamic_linear_output(model, x[:1], layer=name)
         ex = explain(model, x[:1], targets=acts.argmax(1), layer=name, smooth=cfg.smooth).squeeze_targets()
-        layers[name] = {"channel": int(ex.targets[0]), "contribution_map": ex.contribution_map[0].cpu(),
+        layers[name] = {"title": title, "channel": int(ex.targets[0]), "contribution_map": ex.contribution_map[0].cpu(),
                         "rgba": None if ex.rgba is None else ex.rgba[0].cpu()}
     # the identity check on up to batch_size test images
     xs = prepare_input(model, test_ds.images[: cfg.batch_size]).to(run.device)
@@ -58,7 +57,7 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     # relative to the input-dependent part y − b, so that the fixed bias cannot hide an error
     dynamic = chk.target_outputs - chk.bias
     err = ((chk.contribution_map.flatten(1).sum(1) - dynamic).abs() / dynamic.abs().clamp_min(1e-6)).cpu()
-    explainable = bool(getattr(model, "explainable", False))
+    explainable = is_explainable(model)
     metrics = {"model": key, "explainable": explainable, "n_checked": len(xs),
                "identity_max_rel_error": float(err.max()), "identity_median_rel_error": float(err.median()),
                "sums_to_logit": bool(explainable and float(err.max()) < 1e-3),

@@ -8,16 +8,41 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..data import subset
-from ..pipeline import Run, load_data, model_path, save_model, write_csv, write_timing
+from ..methods import method_of, method_options
+from ..pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
 from ..registry import create_model
 from ..train import config_fingerprint, fit
 from ..utils import set_seed, versions, write_json
+
+
+def initial_model(run: Run, key: str, kwargs: dict[str, Any]) -> Any:
+    """The model training starts from: a fresh one, or — for an entry with ``init_from`` — one
+    made from that trained model by its method's ``init`` (e.g. B-cosification), or with its
+    weights loaded when the method has none."""
+    p = run.params
+    entry = p.model(key)
+    if not entry.init_from:
+        return create_model(entry.arch, **kwargs)
+    parent = load_trained(run, entry.init_from).cpu()
+    method = method_of(entry.arch)
+    if method.init is not None:
+        return method.init(parent, method_options(entry, key))
+    model = create_model(entry.arch, **kwargs)
+    try:
+        model.load_state_dict(parent.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"models.{key}.init_from: the weights of {entry.init_from} ({parent.model_name}) do not fit "
+                         f"{entry.arch}({kwargs}) ({str(e).splitlines()[0]}); its method {method.name!r} has no "
+                         "`init` that converts them") from e
+    return model
 
 
 def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``models.<key>``; write the model, metrics.json and history.csv; return the metrics."""
     p = run.params
     entry, tcfg = p.model(key), p.train_config(key)
+    method = method_of(entry.arch)
+    options = method_options(entry, key)
     train_ds, test_ds = load_data(run, "train"), load_data(run, "test")
     if tcfg.subset:
         train_ds = subset(train_ds, tcfg.subset, seed=p.base.seed)
@@ -25,16 +50,19 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     kwargs.setdefault("num_classes", train_ds.num_classes)
     kwargs.setdefault("image_channels", train_ds.image_channels)
     set_seed(p.base.seed)
-    model = create_model(entry.arch, **kwargs)
-    fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed)
+    model = initial_model(run, key, kwargs)
+    hooks = method.training(model, options, tcfg) if method.training is not None else None
+    fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
+                                     *([entry.options] if entry.options else []),
+                                     *([entry.init_from] if entry.init_from else []))
     ckpt = run.path("checkpoints", f"{key}.ckpt")
-    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epochs, device {run.device}")
+    log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
     history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
-                  fingerprint=fingerprint, progress=progress, log=log)
+                  fingerprint=fingerprint, progress=progress, log=log, hooks=hooks)
     seconds = time.time() - t0
     final = history[-1]
-    metrics = {"model": key, "arch": entry.arch, "test_accuracy": round(final["test_accuracy"], 4),
+    metrics = {"model": key, "arch": entry.arch, "method": method.name, "test_accuracy": round(final["test_accuracy"], 4),
                "test_loss": round(final["test_loss"], 6), "train_loss": round(final["train_loss"], 6),
                "train_accuracy": round(final["train_accuracy"], 4), "epochs": tcfg.epochs,
                "n_train": len(train_ds), "n_test": len(test_ds), "seed": p.base.seed, "profile": p.base.profile,
@@ -47,5 +75,6 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     write_timing(run, "train", key, seconds)
     if ckpt.exists():
         ckpt.unlink()
-    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epochs ({seconds:.0f} s)")
+    log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}"
+        " (the time is in results/timing/)")
     return metrics

@@ -1,0 +1,247 @@
+"""Run one pipeline stage's notebook: ``python -m bcos_lib.runner NOTEBOOK OUTPUT [-p name value]...``.
+
+What every stage command in dvc.yaml calls instead of bare papermill (the ``-p`` options
+mean the same as papermill's).  It
+
+1. loads and validates params.yaml with the stage's profile (``-p profile``) and checks the
+   model keys (``-p models``) *before anything is written*; a mistake ends the run with one
+   line that names the key, what was expected and the file, and exit status 2;
+2. executes the notebook with papermill into a temporary file next to OUTPUT and renames it
+   onto OUTPUT only when every cell succeeded.  A failed run leaves OUTPUT as it was (so a
+   good result is never replaced by a failed one, and DVC sees no changed output once the
+   cause is fixed) and keeps the failed notebook, with its traceback, at
+   ``<OUTPUT without .ipynb>.failed.ipynb`` (git-ignored); its last line is the stage's own
+   exception, ``ExceptionName: message``;
+3. writes a notebook that depends only on what the stage computed: papermill's timestamps and
+   durations, the kernel's execution timestamps and papermill's random id of the injected
+   parameters cell are removed or fixed, and each cell's text output is stored as Jupyter
+   shows it (carriage returns applied, so an erased progress bar leaves nothing).  A rerun that
+   computes the same results writes the same bytes, and DVC reruns nothing after it;
+4. provisions CurveZMQ keys for the kernel (jupyter_client's ``transport_encryption``), which
+   is what the kernel's "running over TCP without encryption" warning asks for.
+
+The notebook's printed output goes to this process's stdout and stderr as it is produced.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "run_notebook", "normalise_notebook", "failed_path", "StageFailed", "render_stream"]
+
+#: exit status for a configuration mistake found before anything ran (argparse uses 2 as well)
+EXIT_CONFIG = 2
+#: exit status for a stage whose notebook raised
+EXIT_FAILED = 1
+
+
+class StageFailed(RuntimeError):
+    """The notebook raised; ``str()`` is the one line to show (``ExceptionName: message``)."""
+
+
+def failed_path(output: str | os.PathLike) -> Path:
+    """Where the notebook of a failed run is kept: ``x.ipynb`` → ``x.failed.ipynb``."""
+    output = Path(output)
+    stem = output.name[: -len(".ipynb")] if output.name.endswith(".ipynb") else output.name
+    return output.with_name(f"{stem}.failed.ipynb")
+
+
+def resolve_value(value: str) -> Any:
+    """A ``-p`` value as papermill's command line reads it: True/False/None, int, float, else the string."""
+    if value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[value]
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def check_params(parameters: dict[str, Any]) -> None:
+    """Validate params.yaml with the stage's profile and model keys; raise ConfigError with a
+    message that names the file once."""
+    from .config import ConfigError, load_params
+    from .paths import display_path, project_root
+
+    path = Path(display_path(project_root() / "params.yaml"))
+    profile = parameters.get("profile")
+    params = load_params(path, str(profile) if profile else None)
+    models = parameters.get("models")
+    if isinstance(models, str) and models not in ("", "all"):
+        for key in (k.strip() for k in models.split(",")):
+            if key not in params.models:
+                raise ConfigError(f"{path}: no model {key!r} in `models` (asked for by `-p models {models}`); "
+                                  f"defined: {', '.join(params.models) or 'none'}")
+
+
+# ----------------------------------------------------------------------------- normalisation
+_VOLATILE_PAPERMILL = ("start_time", "end_time", "duration")
+
+
+def render_stream(text: str) -> str:
+    """Text as a terminal (and Jupyter's output area) shows it: on each line, what follows a
+    carriage return is written over the line from its start.  Lines that an erased progress bar
+    leaves blank are dropped; other lines are kept exactly."""
+    lines = []
+    for line in text.split("\n"):
+        if "\r" not in line:
+            lines.append(line)
+            continue
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        shown = shown.rstrip()
+        if shown:
+            lines.append(shown)
+    rendered = "\n".join(lines)
+    if text.endswith("\n") and not rendered.endswith("\n"):
+        rendered += "\n"
+    return rendered
+
+
+def _coalesce_streams(outputs: list) -> list:
+    """Consecutive stream outputs of the same name joined (the kernel sends them in chunks whose
+    boundaries depend on timing), then rendered; empty ones dropped."""
+    merged: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = _text(merged[-1]["text"]) + _text(out["text"])
+        else:
+            merged.append(out)
+    result = []
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = render_stream(_text(out["text"]))
+            if not out["text"]:
+                continue
+        result.append(out)
+    return result
+
+
+def _text(t: str | list[str]) -> str:
+    return "".join(t) if isinstance(t, list) else t
+
+
+def normalise_notebook(nb: Any, output_path: str | None = None) -> Any:
+    """Remove what differs between two runs that computed the same thing (in place; returns ``nb``)."""
+    pm = nb.get("metadata", {}).get("papermill")
+    if pm is not None:
+        for k in _VOLATILE_PAPERMILL:
+            pm.pop(k, None)
+        if output_path is not None:
+            pm["output_path"] = output_path
+    for cell in nb.get("cells", []):
+        meta = cell.get("metadata", {})
+        meta.pop("execution", None)  # the kernel's iopub/shell timestamps
+        for k in _VOLATILE_PAPERMILL:
+            meta.get("papermill", {}).pop(k, None)
+        if "injected-parameters" in meta.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill gives it a random id
+        if "outputs" in cell:
+            cell["outputs"] = _coalesce_streams(cell["outputs"])
+    return nb
+
+
+# ----------------------------------------------------------------------------- running
+def _quiet_logging() -> None:
+    """papermill's own INFO lines (input/output paths, "Executing Cell 3-----") are noise here:
+    the notebook's output is written straight to stdout/stderr instead."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("papermill", "nbclient", "traitlets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
+                 stdout: Any = None, stderr: Any = None) -> Path:
+    """Execute ``notebook`` with ``parameters`` and write it to ``output`` only on success.
+
+    Raises :class:`StageFailed` (the failed notebook is then at :func:`failed_path`); ``output``
+    is never touched by a failed run.
+    """
+    import nbformat
+    import papermill as pm
+    from traitlets.config import Config
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    failed = failed_path(output)
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp.ipynb")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    config = Config()
+    config.KernelManager.transport_encryption = "auto"  # CurveZMQ keys when the kernel supports them
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # what papermill's CLI sets (debugger warning)
+    ok = False
+    try:
+        pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False, log_output=False,
+                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config)
+        nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
+        normalise_notebook(nb, str(output))
+        nbformat.write(nb, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+        ok = True
+    except pm.PapermillExecutionError as e:
+        raise StageFailed(f"{e.ename}: {' '.join(str(e.evalue).split())}") from None
+    except BaseException as e:  # the kernel died, Ctrl-C, ...
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise StageFailed(f"{type(e).__name__}: {' '.join(str(e).split())}") from e
+    finally:
+        if not ok and tmp.exists():
+            if tmp.stat().st_size:
+                os.replace(tmp, failed)
+            else:
+                tmp.unlink()
+    if failed.exists():
+        failed.unlink()  # an earlier failure, now fixed
+    return output
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bcos_lib.runner",
+        description="Validate params.yaml, then run a stage notebook with papermill; write OUTPUT only on success.")
+    ap.add_argument("notebook", help="the stage notebook, e.g. notebooks/20_train.ipynb")
+    ap.add_argument("output", help="the executed notebook, e.g. results/notebooks/20_train_std_cnn.ipynb")
+    ap.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a notebook parameter, as papermill's -p")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    parameters = {name: resolve_value(value) for name, value in args.parameters}
+    from .config import ConfigError
+
+    try:
+        check_params(parameters)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {' '.join(str(e).split())} (nothing was run or written: fix it and run again)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    _quiet_logging()
+    print(f"running {args.notebook} → {args.output}", flush=True)
+    try:
+        run_notebook(args.notebook, args.output, parameters)
+    except StageFailed as e:
+        sys.stdout.flush()
+        print(f"\n{args.notebook} failed; {args.output} was left as it was. The executed notebook, with the "
+              f"traceback, is {failed_path(args.output)}. The error:", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {args.output} was left as it was", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
