@@ -129,6 +129,7 @@ def test_coda_net_defaults_are_the_paper_cifar10_net():
     assert [d.kernel_size for d in daus] == [3] * 8 + [1]
     assert [d.rank for d in daus] == [32, 32] + [64] * 7
     assert model.logit.temperature == 1000 and model.default_loss == "bce" and model.encoding == "add_inverse"
+    assert model.explainable and model.dynamic_linear
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.BatchNorm2d)) for m in model.modules())
     assert method_of("coda_net").name == "CoDA" and method_of("coda_hybrid").name == "CoDA"
 
@@ -257,7 +258,7 @@ def test_dau_input_localisation_metric_scores_own_and_gradcam():
 def _result(key: str, t: float, acc: float, loc: float, group: str = coda.T_SWEEP_GROUP) -> ModelResult:
     entry = ModelEntry(arch="coda_net", kwargs={"logit_temperature": t}, group=group, label=f"CoDA T={t:g}")
     return ModelResult(key=key, entry=entry, method="CoDA", label=entry.label, train={"test_accuracy": acc},
-                       explain=None, evaluate={"localisation": {"own": {"mean": loc}, "gradcam": {"mean": 0.4}}},
+                       explain=None, evaluate={"localisation": {"methods": {"own": {"mean": loc}, "gradcam": {"mean": 0.4}}}},
                        history=None, tables={}, explanations=None)
 
 

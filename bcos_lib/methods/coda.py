@@ -105,20 +105,16 @@ def _dau_factory(kernels: Sequence[int], ranks: Sequence[int], squash: str, firs
 
 
 class CoDANet(ConvNet):
-    """DAU layers → 1×1 DAU classifier → **sum** pooling → ``z / T + b`` (CoDA §3.3)."""
+    """DAU layers → 1×1 DAU classifier → **sum** pooling → ``z / T + b`` (CoDA §3.3).
+
+    Built with ``dynamic_linear=True``: in explanation mode it is y = W(x) x + b exactly."""
 
     #: the logits sum the class maps over positions (ConvNet averages)
     pooling = "sum"
-    #: in explanation mode the network is y = W(x) x exactly (contributions sum to logit − b)
-    dynamic_linear = True
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.pool = SumPool2d()
-
-    def explanation_bias(self) -> Tensor | None:
-        """The fixed logit bias b: the part of the logit that W(x) ⊙ x leaves out."""
-        return self.logit_bias()
 
     def explanation_layers(self) -> dict[str, str]:
         """Hidden DAU layers for the interpretable-depth figure."""
@@ -134,15 +130,11 @@ class CoDAHybrid(CoDANet):
     the input of the first DAU layer (``dau_input_layer``).
     """
 
-    dynamic_linear = False
     #: the module whose output is the first DAU layer's input (Grad-CAM reads the same layer)
     dau_input_layer = "stem"
 
-    @property
-    def explainable(self) -> bool:
-        return False
-
     def explanation_bias(self) -> Tensor | None:
+        """None: at the image the hybrid is not dynamic linear (see :meth:`dau_part` for its DAU part)."""
         return None
 
     def dau_part(self) -> "DAUPart":
@@ -167,8 +159,9 @@ class DAUPart(nn.Module):
         n = self.net
         return n.logit(n.pool(n.classifier(n.features(h))).flatten(1))
 
-    def logit_bias(self) -> Tensor | None:
-        return self.net.logit_bias()
+    def explanation_bias(self) -> Tensor:
+        """The fixed logit bias b of the hybrid's logit layer (what W(h) ⊙ h leaves out)."""
+        return self.net.logit.bias
 
 
 @register_model
@@ -192,7 +185,7 @@ def coda_net(num_classes: int = 10, image_channels: int = 1,
     return CoDANet(image_channels=image_channels, num_classes=num_classes, channels=list(channels),
                    strides=list(strides), conv=conv, classifier=classifier, norm=None, act=None, stem=None,
                    logit=LogitLayer(num_classes, float(logit_temperature), logit_bias), encoding=encoding,
-                   default_loss="bce")
+                   default_loss="bce", dynamic_linear=True)
 
 
 @register_model
@@ -218,7 +211,7 @@ def coda_hybrid(num_classes: int = 10, image_channels: int = 1, stem_channels: S
     return CoDAHybrid(image_channels=image_channels, num_classes=num_classes, channels=list(channels),
                       strides=list(strides), conv=conv, classifier=classifier, norm=None, act=None,
                       stem=nn.Sequential(*stem), logit=LogitLayer(num_classes, float(logit_temperature), logit_bias),
-                      encoding="none", default_loss="bce")
+                      encoding="none", default_loss="bce", dynamic_linear=False)
 
 
 # ----------------------------------------------------------------------------- the hybrid's explanation
@@ -309,14 +302,19 @@ def dau_input_localisation(ctx: EvalContext) -> MetricResult | None:
 
 
 # ----------------------------------------------------------------------------- figures and report
+def _localisation(r: ModelResult) -> dict[str, Any]:
+    """{method: {mean, …}} of the shared localisation metric (empty when it did not run)."""
+    return (r.metric("localisation") or {}).get("methods") or {}
+
+
 def t_sweep_table(results: Mapping[str, ModelResult]) -> pd.DataFrame:
     """One row per model of the T-sweep group: key, T, test accuracy, own localisation, the paper's."""
     rows = []
     for r in results_of(results, method="CoDA", group=T_SWEEP_GROUP):
         t = float(r.entry.kwargs.get("logit_temperature", CIFAR10_CONFIG["logit_temperature"]))
-        loc = (r.metric("localisation") or {}).get("own", {})
+        own = _localisation(r).get("own") or {}
         rows.append({"key": r.key, "T": t, "test_accuracy": (r.train or {}).get("test_accuracy"),
-                     "localisation": loc.get("mean") if isinstance(loc, dict) else loc,
+                     "localisation": own.get("mean"),
                      "paper_localisation": CODA_LOCALISATION_BY_T.get(int(t)) if t.is_integer() else None})
     return pd.DataFrame(rows, columns=["key", "T", "test_accuracy", "localisation", "paper_localisation"]).sort_values("T")
 
@@ -372,10 +370,10 @@ def coda_report(results: Mapping[str, ModelResult]) -> str:
     header = "| model | test acc. (%) | " + " | ".join(methods) + " |"
     lines += [header, "|" + "---|" * (len(methods) + 2)]
     for r in results_of(results, method="CoDA"):
-        loc = (r.metric("localisation") or {})
+        loc = _localisation(r)
         if not loc:
             continue
-        cells = [_fmt(loc.get(m, {}).get("mean") if isinstance(loc.get(m), dict) else loc.get(m)) for m in methods]
+        cells = [_fmt((loc.get(m) or {}).get("mean")) for m in methods]
         lines.append(f"| {r.label or r.key} | {_fmt((r.train or {}).get('test_accuracy'), 2)} | " + " | ".join(cells) + " |")
     lines.append("| paper, CIFAR-10, T = 1000 | – | " + " | ".join(_fmt(CODA_CIFAR10_LOCALISATION.get(m))
                                                                  for m in methods) + " |")
