@@ -1,8 +1,9 @@
 """Layer families, one per file: B-cos conv/linear, B-cos attention, Dynamic Alignment Units
-(CoDA), uncentred norms, the logit layer, input encodings and the explanation-mode switch.
-``reference`` holds slow float64 references of the fast layers (for the tests)."""
+(CoDA), uncentred norms, the logit layer, input encodings, the explanation-mode switch and
+class-specific gates.  ``reference`` holds slow float64 references of the fast layers (for the tests)."""
 from .attention import BcosAttention, attention_weights
 from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
+from .csg import ClassSpecificGate, class_gates, gate_labels
 from .dau import DynamicAlignmentConv2d, DynamicAlignmentLinear
 from .encoding import Normalize, add_inverse, check_encoded_input
 from .explanation_mode import ExplainableModule, explanation_mode, is_explainable
@@ -10,7 +11,7 @@ from .logit import LogitLayer, default_logit_bias, v1_logit_temperature
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["BcosConv2d", "BcosLinear", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale", "BcosAttention",
-           "attention_weights", "DynamicAlignmentConv2d", "DynamicAlignmentLinear", "Normalize", "add_inverse",
-           "check_encoded_input",
+           "attention_weights", "ClassSpecificGate", "class_gates", "gate_labels", "DynamicAlignmentConv2d",
+           "DynamicAlignmentLinear", "Normalize", "add_inverse", "check_encoded_input",
            "ExplainableModule", "explanation_mode", "is_explainable", "LogitLayer", "default_logit_bias",
            "v1_logit_temperature", "UncentredBatchNorm2d", "UncentredLayerNorm"]
