@@ -4,7 +4,8 @@ Each method file of :mod:`bcos_lib.methods` reads its paper's numbers from here;
 """
 from __future__ import annotations
 
-__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS",
+__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CODA_LOCALISATION_BY_T", "CSG_DEFAULTS",
+           "CSG_CLAIMS",
            "BCOSIFICATION_SPEEDUP", "BCOS_V2_FROM_SCRATCH_IMAGENET", "DISCOVER_DENSITY", "DISCOVER_IMAGENET_ACCURACY"]
 
 #: B-cos v1 (CVPR 2022), CIFAR-10, 9-layer net with MaxOut (the authors' public results notebook):
@@ -15,6 +16,9 @@ BCOS_V1_CIFAR10_ACCURACY_BY_B = {1.0: 93.53, 1.25: 93.81, 1.5: 93.69, 1.75: 93.6
 #: scores in the authors' public repository)
 CODA_CIFAR10_LOCALISATION = {"own": 0.912, "occlusion": 0.842, "gradcam": 0.726, "ig": 0.155, "ixg": 0.144}
 
+#: CoDA Nets (CVPR 2021) §5, CIFAR-10: localisation of the own explanation (3×3 grid pointing
+#: game) against the logit temperature T
+CODA_LOCALISATION_BY_T = {10: 0.31, 100: 0.64, 500: 0.84, 1000: 0.91}
 #: CSG (Liang et al., ECCV 2020): the defaults of the method (§3.3) and its claims, as stated
 #: (qualitative: the numbers are for CIFAR-10 / ImageNet / VOC networks, not comparable here)
 CSG_DEFAULTS = {"gate_init": 0.5, "sparsity_weight": 1e-3, "density": 0.2}

@@ -9,6 +9,9 @@ Each fast layer in ``bcos_lib.layers`` has a reference here written the obvious 
   the same because the B-cos unit is monotone in ŵᵀx), then the fixed layer scale.
 * Uncentred batch / layer norm: ``x · γ / sqrt(Var + ε)`` with the variance written out.
 * B-cos attention: per head, softmax written as exp / Σ exp.
+* Dynamic Alignment Unit (CoDA Nets eqs. 2–3): cut out every patch x, build its weight
+  vector ``w(x) = B·(A x) + b`` explicitly for every unit, squash it to
+  ``g(w) = ‖w‖²/(1 + ‖w‖²) · w/‖w‖`` (or ``w/‖w‖``) and take ``g(w)ᵀx``.
 * Class-specific gate (CSG, ECCV 2020 §3): image by image and channel by channel,
   feature map k of an image of class y times G[k, y]; the sparsity loss as a sum over the
   entries; the renormalisation row by row (divide by the row's maximum, clip to [0, 1]).
@@ -29,12 +32,14 @@ from torch import Tensor, nn
 from .attention import BcosAttention
 from .bcos import COS_EPS, NORM_EPS, BcosConv2d, BcosLinear
 from .lwta import LWTA
+from .dau import NORM_EPS as DAU_NORM_EPS
+from .dau import DynamicAlignmentConv2d, DynamicAlignmentLinear
 from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["unfold_patches", "bcos_unit", "bcos_conv2d_reference", "bcos_linear_reference",
            "uncentred_batch_norm_reference", "uncentred_layer_norm_reference", "bcos_attention_reference",
            "reference_forward", "class_gate_reference", "gate_sparsity_reference", "gate_renormalise_reference",
-           "lwta_reference", "lwta_kl_reference"]
+           "lwta_reference", "lwta_kl_reference", "dau_unit", "dau_conv2d_reference", "dau_linear_reference"]
 
 Pair = tuple[int, int]
 
@@ -182,6 +187,48 @@ def lwta_kl_reference(h: Tensor, competitors: int, dim: int = 1) -> Tensor:
             total += sum(p * math.log(p * competitors) for p in pis if p > 0)
             count += 1
     return torch.tensor(total / count, dtype=torch.float64)
+def dau_unit(x: Tensor, a_weight: Tensor, b_weight: Tensor, bias: Tensor, squash: str = "squash",
+             norm_eps: float = DAU_NORM_EPS, detach_weights: bool = False) -> Tensor:
+    """DAUs on flat inputs x (..., d): A (r, d), B (O, d, r), b (O, d) → outputs (..., O).
+
+    For every input and unit, w = B_o (A x) + b_o is built as a d-vector, then
+    g(w) = ‖w‖²/(1 + ‖w‖²) · w/‖w‖ ("squash") or w/‖w‖ ("l2"), with ‖w‖ = sqrt(Σ w² + ε) in
+    the denominator, and the output is g(w)ᵀx.  ``detach_weights``: g(w) as a constant
+    (explanation mode), so the gradient with respect to x is g(w) itself.
+    """
+    u = x @ a_weight.T                                                    # (..., r)
+    w = torch.einsum("...r,odr->...od", u, b_weight) + bias               # (..., O, d)
+    sq = (w * w).sum(-1, keepdim=True)
+    w_hat = w / (sq + norm_eps).sqrt()
+    g = sq / (1 + sq) * w_hat if squash == "squash" else w_hat
+    if detach_weights:
+        g = g.detach()
+    return (g * x.unsqueeze(-2)).sum(-1)
+
+
+def dau_conv2d_reference(x: Tensor, a_weight: Tensor, b_weight: Tensor, bias: Tensor, stride: int = 1,
+                         padding: int = 0, squash: str = "squash", norm_eps: float = DAU_NORM_EPS,
+                         detach_weights: bool = False) -> Tensor:
+    """The convolutional DAU, patch by patch, in float64 (weights as in ``DynamicAlignmentConv2d``)."""
+    x = x.double()
+    n = x.shape[0]
+    r, c, kh, kw = a_weight.shape
+    out = b_weight.shape[0]
+    patches = unfold_patches(x, (kh, kw), stride, padding)                 # (N, C, kh, kw, H', W')
+    out_h, out_w = patches.shape[-2:]
+    flat = patches.permute(0, 4, 5, 1, 2, 3).reshape(n, out_h, out_w, c * kh * kw)
+    a = a_weight.double().reshape(r, -1)
+    b = b_weight.double().reshape(out, r, -1).transpose(1, 2)              # (O, d, r)
+    y = dau_unit(flat, a, b, bias.double().reshape(out, -1), squash, norm_eps, detach_weights)
+    return y.permute(0, 3, 1, 2)
+
+
+def dau_linear_reference(x: Tensor, a_weight: Tensor, b_weight: Tensor, bias: Tensor, squash: str = "squash",
+                         norm_eps: float = DAU_NORM_EPS, detach_weights: bool = False) -> Tensor:
+    """The linear DAU on the last dimension in float64 (weights of its inner 1×1 unit)."""
+    r, out = a_weight.shape[0], b_weight.shape[0]
+    return dau_unit(x.double(), a_weight.double().reshape(r, -1), b_weight.double().reshape(out, r, -1).transpose(1, 2),
+                    bias.double().reshape(out, -1), squash, norm_eps, detach_weights)
 
 
 def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
@@ -215,6 +262,13 @@ def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
         if module.competitors == 1:
             return x.clamp_min(0) if module.fallback == "relu" else 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
         return lwta_reference(x, module.competitors, module.dim)
+    if isinstance(module, DynamicAlignmentConv2d):
+        return dau_conv2d_reference(x, module.a_weight, module.b_weight, module.bias, module.stride, module.padding,
+                                    module.squash, detach_weights=module.explanation_mode)
+    if isinstance(module, DynamicAlignmentLinear):
+        u = module.unit
+        return dau_linear_reference(x, u.a_weight, u.b_weight, u.bias, module.squash,
+                                    detach_weights=module.explanation_mode)
     raise TypeError(f"no reference for {type(module).__name__}")
 
 
