@@ -138,6 +138,12 @@ def localisation_scores(attributions: Tensor, n: int, smooth: int = 1, cells: Te
     avg-pooled with a ``smooth``×``smooth`` window (stride 1, same size; 1 = none), clamped at
     ≥ 0, and scored as mass in the cell / mass in the grid, 0 where the grid has no positive
     mass.  Returns (G, T) scores in [0, 1].
+
+    The pool averages over the pixels inside the grid only (``count_include_pad=False``); the
+    public code counts the zero padding (``avg_pool2d``'s default), which darkens the grid's
+    outer border, so that a uniform map no longer scores 1/n² in every cell (the centre cell
+    of a 3×3 grid gains).  Here the uniform baseline stays exact; the colour explanation
+    (:func:`bcos_lib.explain.colour_explanation`) follows the official renderer instead.
     """
     if attributions.dim() != 4:
         raise ValueError(f"attributions must be (G, T, H, W), got {tuple(attributions.shape)}")
