@@ -48,7 +48,7 @@ from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
            "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "summary_stats",
-           "localisation_metric", "deletion_metric"]
+           "bootstrap_ci", "paired_margin", "localisation_metric", "deletion_metric"]
 
 
 class EvaluationError(RuntimeError):
@@ -283,6 +283,41 @@ def summary_stats(scores: pd.Series) -> dict[str, float]:
     return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()), "n": int(len(v))}
 
 
+def bootstrap_ci(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 column: str = "score") -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean ``column`` of a localisation table.
+
+    The unit resampled is the *grid*, not the cell: the n² scores of one grid share its images
+    and its attribution maps (one class's positive mass is another's mass outside its cell),
+    so they are not independent.  ``n_boot`` resamples of the grids with replacement, drawn
+    with ``seed``; each resample's mean is the mean of its grids' mean scores (every grid has
+    the same number of cells).  Returns the (1 − level)/2 and (1 + level)/2 quantiles.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1) (got {level})")
+    per_grid = df.groupby("grid")[column].mean().to_numpy(float)
+    if len(per_grid) == 0:
+        raise ValueError("bootstrap_ci: the table has no grids")
+    rng = np.random.default_rng(seed)
+    means = per_grid[rng.integers(0, len(per_grid), size=(n_boot, len(per_grid)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_margin(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, float]:
+    """Mean score of ``a`` minus that of ``b`` on the grids both were scored on, with a paired
+    bootstrap interval (the same grids resampled for both): {mean, ci_low, ci_high, n_grids}."""
+    ga = a.groupby("grid")["score"].mean()
+    gb = b.groupby("grid")["score"].mean()
+    common = ga.index.intersection(gb.index)
+    if len(common) == 0:
+        raise ValueError("paired_margin: the two tables share no grid")
+    diff = pd.DataFrame({"grid": common, "score": (ga[common] - gb[common]).to_numpy(float)})
+    lo, hi = bootstrap_ci(diff, n_boot, seed, level)
+    return {"mean": float(diff["score"].mean()), "ci_low": lo, "ci_high": hi, "n_grids": int(len(common))}
+
+
 def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -> list[str]:
     """The methods that apply to the model ('own' needs a model that explains itself)."""
     keep = []
@@ -316,15 +351,23 @@ def localisation_metric(ctx: EvalContext) -> MetricResult | None:
         df = score_grids(ctx.model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, ctx.device,
                          **config_options(method, cfg))
         frames.append(df)
+        lo, hi = bootstrap_ci(df, seed=ctx.seed)
         stats[method] = {**summary_stats(df["score"]), "n_grids": int(g),
-                         "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
+                         "mean_unsmoothed": float(df["score_unsmoothed"].mean()), "ci_low": lo, "ci_high": hi}
         ctx.log(f"evaluate: {method:<16} localisation {stats[method]['mean']:.3f} "
-                f"(median {stats[method]['median']:.3f}, {g} grids)")
+                f"(95 % CI {lo:.3f}–{hi:.3f}, median {stats[method]['median']:.3f}, {g} grids)")
     summary = {"grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids),
                         "seed": int(ctx.seed), "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
                         "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
                         "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
                "methods": stats, "skipped": skipped}
+    posthoc = [m for m in stats if m in posthoc_attributions()]
+    if "own" in stats and posthoc:
+        by_method = {f["method"].iat[0]: f for f in frames}
+        best = max(posthoc, key=lambda m: stats[m]["mean"])
+        summary["margin"] = {"over": best, **paired_margin(by_method["own"], by_method[best], seed=ctx.seed)}
+        ctx.log(f"evaluate: own − {best} (best post-hoc) {summary['margin']['mean']:+.3f} "
+                f"(95 % CI {summary['margin']['ci_low']:+.3f} to {summary['margin']['ci_high']:+.3f})")
     return MetricResult(summary, {"localisation": pd.concat(frames, ignore_index=True)})
 
 

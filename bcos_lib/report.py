@@ -7,6 +7,7 @@ the README always shows the last ``dvc repro``.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ from .attribution import method_label
 from .methods import ModelResult
 from .paper import CODA_CIFAR10_LOCALISATION
 
-__all__ = ["make_report", "update_readme", "fmt", "table", "START", "END"]
+__all__ = ["make_report", "update_readme", "fmt", "table", "localisation_margin", "margin_sentence", "START", "END"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -70,11 +71,16 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
             for s in loc.values():
                 st = s["methods"].get(m)
                 raw = "" if st is None or smooth <= 1 or "mean_unsmoothed" not in st else f" [{st['mean_unsmoothed']:.3f}]"
-                row.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f}{raw} (n={st['n']})")
+                ci = "" if st is None or "ci_low" not in st else f"; 95 % CI {st['ci_low']:.3f}–{st['ci_high']:.3f}"
+                row.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f}{raw} (n={st['n']}{ci})")
             row.append(fmt(CODA_CIFAR10_LOCALISATION.get(m), 3))
             rows.append(row)
-        out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how})\n\n"
+        out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how}; "
+                   "95 % CI: bootstrap over grids)\n\n"
                    + table(["method"] + [f"`{k}`" for k in loc] + ["paper: CoDA Net, CIFAR-10"], rows))
+        margin = localisation_margin(loc)
+        if margin:
+            out.append(margin_sentence(margin))
     dele = {r.key: r.metric("deletion") for r in main if r.metric("deletion")}
     if dele:
         methods = []
@@ -91,6 +97,36 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
                    "(most important first: lower is better; least important first: higher is better)\n\n"
                    + table(["method"] + [f"`{k}` most / least" for k in dele], rows))
     return out
+
+
+def localisation_margin(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The headline comparison of a localisation table (``{model_key: localisation summary}``):
+    the best own explanation against the best post-hoc method of any model.
+
+    Both means carry a bootstrap interval; the margin's interval treats them as independent
+    (the models are scored on different grids, each from its own confident pool) and adds
+    their standard errors, read off the intervals as half-width / 1.96.  None when no model
+    has both an own and a post-hoc score with intervals."""
+    own = [(s["methods"]["own"], k) for k, s in loc.items() if "ci_low" in s["methods"].get("own", {})]
+    post = [(st, k, m) for k, s in loc.items() for m, st in s["methods"].items()
+            if m != "own" and "ci_low" in st]
+    if not own or not post:
+        return None
+    (o, ok), (p, pk, pm) = max(own, key=lambda t: t[0]["mean"]), max(post, key=lambda t: t[0]["mean"])
+    se = math.hypot((o["ci_high"] - o["ci_low"]) / (2 * 1.96), (p["ci_high"] - p["ci_low"]) / (2 * 1.96))
+    diff = o["mean"] - p["mean"]
+    return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_method": pm, "posthoc": p["mean"],
+            "margin": diff, "ci_low": diff - 1.96 * se, "ci_high": diff + 1.96 * se}
+
+
+def margin_sentence(m: Mapping[str, Any]) -> str:
+    """One sentence with the margin of :func:`localisation_margin` and what its interval says."""
+    verdict = ("the interval excludes 0: the own explanation localises better" if m["ci_low"] > 0 else
+               "the interval includes 0: on this budget the difference is not resolved" if m["ci_high"] >= 0 else
+               "the interval lies below 0: the post-hoc method localises better")
+    return (f"Margin: the own explanation of `{m['own_model']}` ({m['own']:.3f}) minus the best post-hoc "
+            f"explanation ({method_label(m['posthoc_method'])} on `{m['posthoc_model']}`, {m['posthoc']:.3f}) "
+            f"= **{m['margin']:+.3f}** (95 % CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}); {verdict}.")
 
 
 def make_report(res: Mapping[str, ModelResult], sections: Sequence[str] = (), figures: Sequence[str] = ()) -> str:
