@@ -112,3 +112,102 @@ def test_the_report_shows_intervals_and_the_margin_verdict():
     assert "**+0.200**" in text and "excludes 0" in text
     res["s"] = result("s", {"gradcam": st(0.79, 0.70, 0.88)})
     assert "includes 0" in make_report(res)
+
+
+# ----------------------------------------------------------------------------- faithfulness metrics, Quantus
+@pytest.fixture(scope="module")
+def spots_setup():
+    from test_metrics import spots, trained   # the tiny "spots" models of the metric tests
+    return trained("bcos_cnn"), trained("std_cnn"), spots(200, seed=1)
+
+
+def _quantus_flipping(model, ds, method, n_images, steps, insertion):
+    """Quantus' PixelFlipping loop on the images pixel_deletion uses (mean curve, first point dropped)."""
+    import numpy as np
+    import quantus
+
+    from bcos_lib.faithfulness import ImageSpaceProbabilities, explanation_maps, faithfulness_sample
+    images = ds.images[faithfulness_sample(ds, n_images, 0)]
+    maps, predicted = explanation_maps(model, images, method)
+    x = images.double().numpy()
+    h, w = x.shape[-2:]
+    kwargs = {"perturb_baseline": 0.0}
+    if insertion:   # start from black and put the original pixels back, in the same order
+        flat = x.reshape(len(x), -1)
+
+        def insert(arr, indices, **_):
+            out = arr.copy()
+            rows = np.arange(len(arr))[:, None]
+            out[rows, indices] = flat[rows, indices]
+            return out
+        kwargs = {"perturb_func": insert}
+        x = np.zeros_like(x)
+    metric = quantus.PixelFlipping(features_in_step=h * w // steps, normalise=False, disable_warnings=True, **kwargs)
+    model.eval()
+    curves = metric(model=ImageSpaceProbabilities(model).eval(), x_batch=x, y_batch=predicted, a_batch=maps,
+                    channel_first=True, softmax=False, device="cpu")
+    return np.asarray(curves).mean(0)
+
+
+@pytest.mark.parametrize("insertion", [False, True])
+@pytest.mark.parametrize("arch,method", [("bcos", "own"), ("std", "ixg")])
+def test_quantus_pixel_flipping_agrees_with_the_deletion_and_insertion_curves(spots_setup, arch, method, insertion):
+    import numpy as np
+
+    from bcos_lib.metrics import pixel_deletion
+    bcos, std, ds = spots_setup
+    model = bcos if arch == "bcos" else std
+    ours = pixel_deletion(model, ds, method, n_images=8, steps=12, seed=0, order="most", insertion=insertion)
+    theirs = _quantus_flipping(model, ds, method, 8, 12, insertion)
+    # Quantus leaves out the first point (nothing removed / nothing inserted)
+    np.testing.assert_allclose(ours["score"].to_numpy()[1:], theirs, atol=1e-6)
+    # not trivially equal: the curve moves (the spot goes, or comes, in the first step), and
+    # the curve shifted by one step does not match
+    assert np.ptp(ours["score"]) > 0.5
+    assert not np.allclose(ours["score"].to_numpy()[:-1], theirs, atol=1e-4)
+
+
+def _ctx(model, ds, metric, options, methods=("own", "ixg", "gradcam")):
+    from bcos_lib.config import EvaluateConfig, ModelEntry
+    from bcos_lib.methods import EvalContext
+    cfg = EvaluateConfig(grid_size=2, batch_size=4, ig_steps=3, methods=list(methods))
+    return EvalContext(key="m", model=model, entry=ModelEntry(arch="x"), test_data=ds, cfg=cfg, options=options,
+                       device="cpu", seed=0, log=lambda s: None, load_train_data=lambda: ds)
+
+
+def test_insertion_road_and_faithfulness_correlation_rank_the_explanations(spots_setup):
+    import json
+
+    from bcos_lib.faithfulness import FaithfulnessCorrelationOptions, InsertionOptions, RoadOptions
+    from bcos_lib.methods import get_metric
+    bcos, std, ds = spots_setup
+    ins = get_metric("insertion").fn(_ctx(bcos, ds, "insertion", InsertionOptions(n_images=16, steps=6)))
+    road = get_metric("road").fn(_ctx(bcos, ds, "road", RoadOptions(n_images=16, percentages=[10.0, 40.0])))
+    fc = get_metric("faithfulness_correlation").fn(
+        _ctx(bcos, ds, "faithfulness_correlation", FaithfulnessCorrelationOptions(n_images=16, nr_runs=20)))
+    for r in (ins, road, fc):
+        assert list(r.summary["methods"]) == ["own", "ixg", "gradcam", "random"]
+        json.dumps(r.summary, allow_nan=False)
+    i, o, f = ins.summary["methods"], road.summary["methods"], fc.summary["methods"]
+    # on spots the class is the bright square: the own explanation finds it, a random ranking does not
+    assert i["own"]["auc"] > i["random"]["auc"] + 0.2
+    assert o["own"]["morf"] < o["random"]["morf"] and o["own"]["lerf"] > o["own"]["morf"]
+    assert f["own"]["mean"] > f["random"]["mean"] + 0.2 and abs(f["random"]["mean"]) < 0.3
+    assert set(road.tables["road"]["percentage"]) == {10.0, 40.0} and len(fc.tables["faithfulness_correlation"]) == 64
+    # seeded: the same numbers again
+    again = get_metric("road").fn(_ctx(bcos, ds, "road", RoadOptions(n_images=16, percentages=[10.0, 40.0])))
+    assert again.summary == road.summary
+    # a model without its own explanation is scored on the post-hoc methods and says why not on "own"
+    std_ins = get_metric("insertion").fn(_ctx(std, ds, "insertion", InsertionOptions(n_images=4, steps=2)))
+    assert "own" not in std_ins.summary["methods"] and "own" in std_ins.summary["skipped"]
+
+
+def test_faithfulness_options_are_checked_when_params_are_read():
+    from bcos_lib.config import ConfigError, EvaluateConfig
+    from bcos_lib.methods import metric_options
+    with pytest.raises(ConfigError, match=r"evaluate.options.road.*percentages"):
+        metric_options("road", EvaluateConfig(options={"road": {"percentages": [0, 50]}}))
+    with pytest.raises(ConfigError, match=r"insertion.*unknown method.*lime"):
+        metric_options("insertion", EvaluateConfig(options={"insertion": {"methods": ["lime"]}}))
+    with pytest.raises(ConfigError, match=r"unknown key evaluate.options.faithfulness_correlation.runs"):
+        metric_options("faithfulness_correlation", EvaluateConfig(options={"faithfulness_correlation": {"runs": 3}}))
