@@ -109,6 +109,17 @@ def _numpy_seed(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+def _nonnegative(maps: np.ndarray) -> np.ndarray:
+    """Each map minus its minimum: the same ranking, and the same faithfulness correlation (a
+    subset of fixed size gains the same constant), but never all negative, which Quantus rejects."""
+    return maps - maps.min(axis=(1, 2, 3), keepdims=True)
+
+
+def _degenerate(maps: np.ndarray) -> bool:
+    """True when every map is constant: there is no ranking to evaluate."""
+    return bool(np.all(np.ptp(maps.reshape(len(maps), -1), axis=1) == 0))
+
+
 def road_curve(model: nn.Module, images: Tensor, maps: np.ndarray, predicted: np.ndarray, percentages: list[float],
                order: str = "morf", noise: float = 0.01, seed: int = 0,
                device: torch.device | str = "cpu") -> np.ndarray:
@@ -124,8 +135,9 @@ def road_curve(model: nn.Module, images: Tensor, maps: np.ndarray, predicted: np
         raise ValueError(f"order must be 'morf' or 'lerf' (got {order!r})")
     metric = quantus.ROAD(percentages=list(percentages), noise=noise, normalise=False, abs=False,
                           disable_warnings=True, display_progressbar=False)
-    # LeRF: the ranking reversed, kept ≥ 0 (Quantus rejects attributions that are all negative)
-    a = maps if order == "morf" else maps.max(axis=(1, 2, 3), keepdims=True) - maps
+    # LeRF: the ranking reversed; both shifted to ≥ 0 per image (same order; Quantus rejects
+    # attributions that are all negative)
+    a = _nonnegative(maps if order == "morf" else -maps)
     with quiet_evaluation(model), _numpy_seed(seed):
         out = metric(model=ImageSpaceProbabilities(model).eval(), x_batch=images.double().numpy(),
                      y_batch=predicted, a_batch=a, channel_first=True, softmax=False, device=str(device),
@@ -145,7 +157,8 @@ def faithfulness_correlation(model: nn.Module, images: Tensor, maps: np.ndarray,
                                              disable_warnings=True, display_progressbar=False)
     with quiet_evaluation(model), _numpy_seed(seed):
         out = metric(model=ImageSpaceProbabilities(model).eval(), x_batch=images.double().numpy(),
-                     y_batch=predicted, a_batch=maps, channel_first=True, softmax=False, device=str(device),
+                     y_batch=predicted, a_batch=_nonnegative(maps), channel_first=True, softmax=False,
+                     device=str(device),
                      batch_size=batch_size)
     return np.asarray(out, dtype=float)
 
@@ -228,7 +241,8 @@ def insertion_metric(ctx: EvalContext) -> MetricResult | None:
     for m in methods:
         opts = config_options(m, ctx.cfg) if m != "random" else {}
         df = pixel_deletion(ctx.model, ctx.test_data, m, o.n_images, o.steps, ctx.seed, "most", ctx.device,
-                            batch_size=ctx.cfg.batch_size * ctx.cfg.grid_size ** 2, insertion=True, **opts)
+                            batch_size=ctx.cfg.batch_size * ctx.cfg.grid_size ** 2, insertion=True,
+                            method_options=opts)
         frames.append(df)
         aucs[m] = {"auc": deletion_auc(df)}
         ctx.log(f"evaluate: {m:<16} insertion AUC {aucs[m]['auc']:.3f} ({o.n_images} images)")
@@ -245,6 +259,10 @@ def road_metric(ctx: EvalContext) -> MetricResult | None:
     rows, stats = [], {}
     for m in methods:
         maps, predicted = _maps(ctx, m, images)
+        if _degenerate(maps):
+            skipped[m] = "every attribution map is constant, so it ranks no pixel"
+            ctx.log(f"evaluate: skipping {m!r} for ROAD: {skipped[m]}")
+            continue
         stats[m] = {}
         for order in ("morf", "lerf"):
             acc = road_curve(ctx.model, images, maps, predicted, o.percentages, order, o.noise, ctx.seed,
@@ -268,6 +286,10 @@ def faithfulness_correlation_metric(ctx: EvalContext) -> MetricResult | None:
     rows, stats = [], {}
     for m in methods:
         maps, predicted = _maps(ctx, m, images)
+        if _degenerate(maps):
+            skipped[m] = "every attribution map is constant, so it ranks no pixel"
+            ctx.log(f"evaluate: skipping {m!r} for faithfulness correlation: {skipped[m]}")
+            continue
         r = faithfulness_correlation(ctx.model, images, maps, predicted, o.nr_runs, subset, ctx.seed, ctx.device)
         ok = np.isfinite(r)
         stats[m] = {"mean": float(r[ok].mean()) if ok.any() else 0.0,

@@ -209,7 +209,8 @@ def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int =
 # ----------------------------------------------------------------------------- pixel deletion
 def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: int = 200, steps: int = 20,
                    seed: int = 0, order: str = "most", device: torch.device | str = "cpu", batch_size: int = 64,
-                   insertion: bool = False, **method_opts: Any) -> pd.DataFrame:
+                   insertion: bool = False, method_options: dict[str, Any] | None = None,
+                   **method_opts: Any) -> pd.DataFrame:
     """Deletion curve: the mean probability of the predicted class as pixels are removed.
 
     ``n_images`` images of ``ds`` (drawn with ``seed``) are explained for their predicted
@@ -219,6 +220,9 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     to 0 *in image space* (before ``prepare_input``) and the class probability (sigmoid
     for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: method, order,
     fraction (of pixels removed, 0 … 1), score (mean probability), score_std.
+
+    ``method_options``: options of the attribution method (also accepted as keywords, except
+    those that clash with this function's own, such as Integrated Gradients' ``steps``).
 
     ``insertion=True`` runs the curve the other way (insertion, Petsiuk et al. 2018, RISE
     §4.1): from the black image (all pixels 0), the pixels are put back in the same ranking,
@@ -233,6 +237,7 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     """
     if method != "random" and method not in list_attributions():
         raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(list_attributions())}, random")
+    method_opts = {**(method_options or {}), **method_opts}
     if order not in ("most", "least"):
         raise ValueError(f"order must be 'most' or 'least' (got {order!r})")
     if steps < 1 or n_images < 1:
@@ -397,7 +402,7 @@ def deletion_metric(ctx: EvalContext) -> MetricResult | None:
         aucs = {}
         for order in (("most",) if method == "random" else ("most", "least")):
             df = pixel_deletion(ctx.model, ctx.test_data, method, cfg.deletion_images, cfg.deletion_steps, ctx.seed,
-                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, **opts)
+                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, method_options=opts)
             frames.append(df)
             aucs[f"auc_{order}"] = deletion_auc(df)
         aucs_by_method[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}

@@ -211,3 +211,18 @@ def test_faithfulness_options_are_checked_when_params_are_read():
         metric_options("insertion", EvaluateConfig(options={"insertion": {"methods": ["lime"]}}))
     with pytest.raises(ConfigError, match=r"unknown key evaluate.options.faithfulness_correlation.runs"):
         metric_options("faithfulness_correlation", EvaluateConfig(options={"faithfulness_correlation": {"runs": 3}}))
+
+
+def test_the_report_has_a_faithfulness_table():
+    from bcos_lib.config import ModelEntry
+    from bcos_lib.methods import ModelResult
+    from bcos_lib.report import make_report
+    ev = {"insertion": {"settings": {"n_images": 32}, "methods": {"own": {"auc": 0.612}, "random": {"auc": 0.301}}},
+          "road": {"settings": {"n_images": 32}, "methods": {"own": {"morf": 0.25, "lerf": 0.875}}},
+          "faithfulness_correlation": {"settings": {"n_images": 32},
+                                       "methods": {"own": {"mean": 0.4, "std": 0.1, "n": 31}}}}
+    r = ModelResult(key="b", entry=ModelEntry(arch="bcos_cnn"), method="bcos", label="b", train=None, explain=None,
+                    evaluate=ev, history=None, tables={}, explanations=None)
+    text = make_report({"b": r})
+    assert "| own explanation (W(x)⊙x) | 0.612 | 0.250 / 0.875 | 0.400 ± 0.100 (n=31) |" in text
+    assert "| random order | 0.301 | – | – |" in text
