@@ -226,3 +226,39 @@ def test_the_report_has_a_faithfulness_table():
     text = make_report({"b": r})
     assert "| own explanation (W(x)⊙x) | 0.612 | 0.250 / 0.875 | 0.400 ± 0.100 (n=31) |" in text
     assert "| random order | 0.301 | – | – |" in text
+
+
+# ----------------------------------------------------------------------------- the README's prose
+#: numbers the prose may quote that no results file holds, and why
+PROSE_ALLOWED = {"0.41": "earlier runs with the [x, 1 − x] encoding (README: 'Why the images alone')",
+                 "0.55": "earlier runs with the [x, 1 − x] encoding (README: 'Why the images alone')"}
+
+
+def _numbers_section():
+    from bcos_lib.paths import project_root
+    from bcos_lib.prose import readme_section
+    return readme_section(project_root() / "README.md", "### What the numbers say", until="\n![")
+
+
+def test_every_number_in_what_the_numbers_say_comes_from_the_results():
+    from bcos_lib.paths import project_root
+    from bcos_lib.prose import source_numbers, unsupported_numbers
+    measured, fixed = source_numbers(project_root())
+    bad = unsupported_numbers(_numbers_section(), measured, fixed, PROSE_ALLOWED)
+    assert not bad, ("README 'What the numbers say' quotes numbers that results/*/metrics.json, "
+                     "bcos_lib/paper.py and params.yaml do not hold (update the prose after the rerun):\n"
+                     + "\n".join(bad))
+
+
+def test_the_prose_check_catches_a_changed_number():
+    from bcos_lib.prose import unsupported_numbers
+    measured, fixed = [0.6751, 0.6442, 90.75, 91.40, 0.3871], [0.912]
+    text = ("- own 0.675 against Grad-CAM 0.644, a margin of 0.03 (paper 0.912, 0.91).\n"
+            "- accuracy 90.75 % vs 91.40 %: 0.65 points; occlusion 0.387, i.e. 0.39 `[0.5]`")
+    assert unsupported_numbers(text, measured, fixed) == []
+    assert [b.split()[0] for b in unsupported_numbers(text.replace("0.675", "0.695"), measured, fixed)] \
+        == ["0.695", "0.03"]                                 # the number, and the margin derived from it
+    assert [b.split()[0] for b in unsupported_numbers(text + " (0.55)", measured, fixed)] == ["0.55"]
+    assert unsupported_numbers(text + " (0.55)", measured, fixed, {"0.55": "why"}) == []
+    # a two-digit number is not matched against arbitrary results (it would almost always match)
+    assert [b.split()[0] for b in unsupported_numbers("- 0.64", measured, fixed)] == ["0.64"]
