@@ -58,6 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 100      # steps between resumable checkpoints
     eval_batch_size: int = 1000
     subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
+    track_localisation: list[str] = field(default_factory=list)  # attribution methods scored on fixed grids after
+    track_grids: int = 40            # every epoch (history.csv: loc_<method>), on this many grids; [] = none
 
 
 @dataclass

@@ -262,3 +262,51 @@ def test_the_prose_check_catches_a_changed_number():
     assert unsupported_numbers(text + " (0.55)", measured, fixed, {"0.55": "why"}) == []
     # a two-digit number is not matched against arbitrary results (it would almost always match)
     assert [b.split()[0] for b in unsupported_numbers("- 0.64", measured, fixed)] == ["0.64"]
+
+
+# ----------------------------------------------------------------------------- the margin study
+def test_track_localisation_scores_fixed_grids_after_every_epoch(spots_setup):
+    from bcos_lib.config import EvaluateConfig
+    from bcos_lib.methods import StepInfo, TrainHooks
+    from bcos_lib.metrics import make_grids, score_grids, track_localisation
+    bcos, std, ds = spots_setup
+    cfg = EvaluateConfig(grid_size=2, smooth=1, batch_size=4)
+    info = StepInfo(epoch=0, step=0, epochs=1, total_steps=1, loss_name="bce")
+    prior = TrainHooks(after_epoch=lambda m, i: {"mine": 1.0})
+    hooks = track_localisation(prior, ds, ["own", "gradcam"], 5, cfg, seed=3, device="cpu", log=lambda s: None)
+    row = hooks.after_epoch(bcos, info)
+    assert set(row) == {"mine", "loc_own", "loc_gradcam"} and hooks.after_epoch(bcos, info) == row
+    # the grids: every test image of each class, drawn once with the seed
+    pool = {c: (ds.labels == c).nonzero().flatten() for c in range(10)}
+    grids, classes = make_grids(ds, pool, 2, 5, 3)
+    assert row["loc_own"] == pytest.approx(score_grids(bcos, grids, classes, "own", 2)["score"].mean())
+    lines = []
+    std_row = track_localisation(None, ds, ["own", "gradcam"], 5, cfg, 3, "cpu", lines.append).after_epoch(std, info)
+    assert set(std_row) == {"loc_gradcam"} and "skipping 'own'" in lines[0]
+    with pytest.raises(ValueError, match="track_localisation.*lime"):
+        track_localisation(None, ds, ["lime"], 5, cfg, 3, "cpu")
+
+
+def test_the_margin_study_draws_and_reports_the_margin_per_epoch():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from bcos_lib.config import ModelEntry
+    from bcos_lib.methods import ModelResult, get_method
+
+    def result(key, arch, kwargs, hist):
+        return ModelResult(key=key, entry=ModelEntry(arch=arch, kwargs=kwargs, group="margin"), method="x", label=key,
+                           train=None, explain=None, evaluate=None, history=pd.DataFrame(hist), tables={},
+                           explanations=None)
+    res = {"m_std": result("m_std", "std_cnn", {}, {"epoch": [1, 2], "loc_gradcam": [0.5, 0.6],
+                                                     "loc_occlusion": [0.3, 0.4]}),
+           "m_b": result("m_b", "bcos_cnn", {"b": 2.5, "logit_temperature": 1.0, "max_out": 2, "encoding": "none"},
+                         {"epoch": [1, 2], "loc_own": [0.6, 0.75], "loc_gradcam": [0.2, 0.3]})}
+    m = get_method("margin")
+    text = m.report(res)
+    assert "| `m_b` | 2.5 | 1.0 | 2 | none | 2 | 0.750 | +0.150 |" in text
+    assert "Grad-CAM on `m_std`, 0.600" in text
+    figs = m.figures(res, None)
+    ax2 = figs["margin"].axes[1]
+    assert [list(line.get_ydata()) for line in ax2.lines if line.get_label() == "m_b"] == [pytest.approx([0.1, 0.15])]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..data import subset
 from ..methods import method_of, method_options
+from ..metrics import track_localisation
 from ..pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
 from ..registry import create_model
 from ..train import config_fingerprint, fit
@@ -52,6 +53,9 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     set_seed(p.base.seed)
     model = initial_model(run, key, kwargs)
     hooks = method.training(model, options, tcfg) if method.training is not None else None
+    if tcfg.track_localisation:   # localisation over training (history.csv), for any model
+        hooks = track_localisation(hooks, test_ds, tcfg.track_localisation, tcfg.track_grids,
+                                   p.evaluate_config(key), p.base.seed, run.device, log)
     fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
                                      *([entry.options] if entry.options else []),
                                      *([entry.init_from] if entry.init_from else []))
