@@ -58,8 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 100      # steps between resumable checkpoints
     eval_batch_size: int = 1000
     subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
-    track_localisation: list[str] = field(default_factory=list)  # attribution methods scored on fixed grids after
-    track_grids: int = 40            # every epoch (history.csv: loc_<method>), on this many grids; [] = none
+    epoch_metrics: list[str] = field(default_factory=list)  # registered metrics run on the test split after every
+                                                            # epoch (history.csv columns <metric>_<summary key>)
 
 
 @dataclass
@@ -249,7 +249,11 @@ def _validate_model(p: Params, key: str, entry: ModelEntry) -> None:
                 raise ConfigError(f"models.{key}.init_from: the chain {' → '.join(seen + [k])} is a cycle")
             seen.append(k)
             k = p.models[k].init_from if k in p.models else ""
-    p.train_config(key)  # overrides must be valid keys of their sections
+    tcfg = p.train_config(key)  # overrides must be valid keys of their sections
+    for m in tcfg.epoch_metrics:
+        if m not in list_metrics():
+            where_t = f"models.{key}.train" if "epoch_metrics" in entry.train else "train"
+            raise ConfigError(f"{where_t}.epoch_metrics: unknown metric {m!r}; registered: {', '.join(list_metrics())}")
     cfg = p.evaluate_config(key)
     where = f"models.{key}.evaluate" if entry.evaluate else "evaluate"
     known = list_attributions()

@@ -48,7 +48,7 @@ from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
            "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "summary_stats",
-           "bootstrap_ci", "paired_margin", "track_localisation", "localisation_metric", "deletion_metric"]
+           "bootstrap_ci", "paired_margin", "localisation_metric", "deletion_metric"]
 
 
 class EvaluationError(RuntimeError):
@@ -347,47 +347,6 @@ def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -
             continue
         keep.append(m)
     return keep
-
-
-def track_localisation(hooks: Any, test_data: ImageDataset, methods: list[str], n_grids: int, cfg: Any, seed: int,
-                       device: torch.device | str, log: Any = print) -> Any:
-    """``hooks`` (a :class:`bcos_lib.methods.TrainHooks` or None) with an after-epoch step added
-    that scores ``methods`` on ``n_grids`` fixed grids and returns ``{"loc_<method>": mean}``
-    (each epoch's row of history.csv), after the method's own after-epoch numbers.
-
-    The grids are drawn once, before training, from *every* test image of each class (no
-    confidence filter: the pool of step 1 depends on the model, and so would change from epoch
-    to epoch); grid size, smoothing and attribution options are the model's evaluate section.
-    The evaluate stage's localisation, on the trained model's own pool, stays the reference.
-    Methods that do not apply to the model (``own`` on a model without explanation mode) are
-    left out, with a log line.
-    """
-    from .methods import TrainHooks
-    known = set(list_attributions())
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"train.track_localisation: unknown method(s) {unknown}; known: {', '.join(sorted(known))}")
-    if n_grids < 1:
-        raise ValueError(f"train.track_grids must be ≥ 1 (got {n_grids})")
-    n = cfg.grid_size
-    pool = {c: torch.nonzero(test_data.labels == c).flatten() for c in range(test_data.num_classes)}
-    grids, classes = make_grids(test_data, pool, n, n_grids, seed)
-    previous = hooks.after_epoch if hooks is not None else None
-
-    def after_epoch(model: nn.Module, info: Any) -> dict[str, float]:
-        row = dict(previous(model, info)) if previous is not None else {}
-        for m in methods:
-            if get_attribution(m).needs_dynamic_linear and not is_explainable(model):
-                if info.epoch == 0:
-                    log(f"track_localisation: skipping {m!r}: {type(model).__name__} has no explanation mode")
-                continue
-            df = score_grids(model, grids, classes, m, n, cfg.smooth, cfg.batch_size, device, **config_options(m, cfg))
-            row[f"loc_{m}"] = float(df["score"].mean())
-        return row
-
-    if hooks is None:
-        return TrainHooks(after_epoch=after_epoch)
-    return TrainHooks(step=hooks.step, after_step=hooks.after_step, after_epoch=after_epoch)
 
 
 def localisation_metric(ctx: EvalContext) -> MetricResult | None:

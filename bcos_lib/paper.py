@@ -4,7 +4,9 @@ Each method file of :mod:`bcos_lib.methods` reads its paper's numbers from here;
 """
 from __future__ import annotations
 
-__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "BCOS_V2_IMAGENET_ACCURACY"]
+__all__ = ["BCOS_V1_CIFAR10_ACCURACY_BY_B", "CODA_CIFAR10_LOCALISATION", "CSG_DEFAULTS", "CSG_CLAIMS",
+           "BCOSIFICATION_SPEEDUP", "BCOS_V2_FROM_SCRATCH_IMAGENET",
+           "BCOS_V2_IMAGENET_ACCURACY"]
 
 #: B-cos v1 (CVPR 2022), CIFAR-10, 9-layer net with MaxOut (the authors' public results notebook):
 #: B → top-1 accuracy (%)
@@ -13,6 +15,22 @@ BCOS_V1_CIFAR10_ACCURACY_BY_B = {1.0: 93.53, 1.25: 93.81, 1.5: 93.69, 1.75: 93.6
 #: CoDA Nets (CVPR 2021) §5.1, CIFAR-10, 3×3 grid pointing game, T = 1000 (means of the 4500
 #: scores in the authors' public repository)
 CODA_CIFAR10_LOCALISATION = {"own": 0.912, "occlusion": 0.842, "gradcam": 0.726, "ig": 0.155, "ixg": 0.144}
+
+#: CSG (Liang et al., ECCV 2020): the defaults of the method (§3.3) and its claims, as stated
+#: (qualitative: the numbers are for CIFAR-10 / ImageNet / VOC networks, not comparable here)
+CSG_DEFAULTS = {"gate_init": 0.5, "sparsity_weight": 1e-3, "density": 0.2}
+CSG_CLAIMS = (
+    "accuracy comparable to standard training of the same network",
+    "a much higher mutual-information score (MIS): each last-layer filter serves few classes",
+    "better localisation by the class-specific filters' maps than by the standard network's",
+    "the class-specific activation pattern detects adversarial samples better than the standard network's",
+)
+#: B-cosification (NeurIPS 2024) §4, ImageNet: how many times fewer epochs the B-cosified model
+#: needs than the B-cos model trained from scratch to reach the latter's accuracy
+BCOSIFICATION_SPEEDUP = {"DenseNet-121": 4.7, "ViT-S": 9.0}
+
+#: B-cos v2 (TPAMI 2024) trained from scratch, ImageNet top-1 (%): the accuracies B-cosification aims at
+BCOS_V2_FROM_SCRATCH_IMAGENET = {"ResNet-50": 75.88, "DenseNet-121": 73.61, "ViT-B (simple)": 74.41, "ViT-c-B": 77.15}
 
 #: B-cos v2 (TPAMI 2024), ImageNet top-1 accuracy (%) of B-cos networks trained from scratch
 BCOS_V2_IMAGENET_ACCURACY = {"resnet50": 75.9, "densenet121": 73.6, "vit_s": 69.3}

@@ -117,13 +117,15 @@ def _diagnose(model: nn.Module, x: Tensor, cfg: TrainConfig, loss_name: str) -> 
 def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | None, cfg: TrainConfig, *,
         seed: int = 0, device: torch.device | str = "cpu", checkpoint_path: str | os.PathLike | None = None,
         fingerprint: str = "", progress: bool = True, log: Callable[[str], None] = print,
-        on_step: Callable[[int], None] | None = None, hooks: TrainHooks | None = None) -> list[dict[str, float]]:
+        on_step: Callable[[int], None] | None = None, hooks: TrainHooks | None = None,
+        epoch_eval: Callable[[nn.Module], dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place; return one row of metrics per epoch.
 
     ``hooks`` (:class:`bcos_lib.methods.TrainHooks`, from the model's method) may replace the
     training step — it gets the labels and may add loss terms, logged per epoch — and add an
-    after-step hook.  With ``checkpoint_path`` a checkpoint is written every ``cfg.checkpoint_every`` steps and
-    at each epoch's end; an existing checkpoint with the same ``fingerprint`` is resumed,
+    after-step hook.  ``epoch_eval(model) -> {column: number}`` adds columns to each epoch's row
+    (it must leave the model as it found it).  With ``checkpoint_path`` a checkpoint is written
+    every ``cfg.checkpoint_every`` steps and at each epoch's end; an existing checkpoint with the same ``fingerprint`` is resumed,
     one with another fingerprint is ignored (and replaced).
     """
     from tqdm import tqdm
@@ -216,6 +218,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                             loss_name=loss_name)
             with evaluating(model):
                 row.update({k: float(v) for k, v in hooks.after_epoch(model, info).items()})
+        if epoch_eval is not None:  # e.g. localisation after every epoch (train.epoch_metrics)
+            with evaluating(model):
+                row.update(epoch_eval(model))
         state["history"].append(row)
         # no wall time here: the executed notebook keeps this line, and a rerun must write the same bytes
         log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))

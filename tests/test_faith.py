@@ -265,26 +265,25 @@ def test_the_prose_check_catches_a_changed_number():
 
 
 # ----------------------------------------------------------------------------- the margin study
-def test_track_localisation_scores_fixed_grids_after_every_epoch(spots_setup):
-    from bcos_lib.config import EvaluateConfig
-    from bcos_lib.methods import StepInfo, TrainHooks
-    from bcos_lib.metrics import make_grids, score_grids, track_localisation
+def test_tracked_localisation_scores_fixed_grids(spots_setup):
+    from bcos_lib.config import ConfigError, EvaluateConfig
+    from bcos_lib.methods import metric_options
+    from bcos_lib.methods.margin import TrackedLocalisationOptions, tracked_localisation
+    from bcos_lib.metrics import make_grids, score_grids
     bcos, std, ds = spots_setup
     cfg = EvaluateConfig(grid_size=2, smooth=1, batch_size=4)
-    info = StepInfo(epoch=0, step=0, epochs=1, total_steps=1, loss_name="bce")
-    prior = TrainHooks(after_epoch=lambda m, i: {"mine": 1.0})
-    hooks = track_localisation(prior, ds, ["own", "gradcam"], 5, cfg, seed=3, device="cpu", log=lambda s: None)
-    row = hooks.after_epoch(bcos, info)
-    assert set(row) == {"mine", "loc_own", "loc_gradcam"} and hooks.after_epoch(bcos, info) == row
-    # the grids: every test image of each class, drawn once with the seed
+    ctx = _ctx(bcos, ds, "tracked_localisation", TrackedLocalisationOptions(n_grids=5))
+    ctx.cfg = cfg
+    r = tracked_localisation(ctx)
+    assert set(r.summary) == {"own", "gradcam"} and tracked_localisation(ctx).summary == r.summary
+    # the grids: every test image of each class (no confidence filter), drawn with the seed
     pool = {c: (ds.labels == c).nonzero().flatten() for c in range(10)}
-    grids, classes = make_grids(ds, pool, 2, 5, 3)
-    assert row["loc_own"] == pytest.approx(score_grids(bcos, grids, classes, "own", 2)["score"].mean())
-    lines = []
-    std_row = track_localisation(None, ds, ["own", "gradcam"], 5, cfg, 3, "cpu", lines.append).after_epoch(std, info)
-    assert set(std_row) == {"loc_gradcam"} and "skipping 'own'" in lines[0]
-    with pytest.raises(ValueError, match="track_localisation.*lime"):
-        track_localisation(None, ds, ["lime"], 5, cfg, 3, "cpu")
+    grids, classes = make_grids(ds, pool, 2, 5, 0)
+    assert r.summary["own"] == pytest.approx(score_grids(bcos, grids, classes, "own", 2)["score"].mean())
+    ctx.model = std
+    assert set(tracked_localisation(ctx).summary) == {"gradcam"}
+    with pytest.raises(ConfigError, match="tracked_localisation.methods.*lime"):
+        metric_options("tracked_localisation", EvaluateConfig(options={"tracked_localisation": {"methods": ["lime"]}}))
 
 
 def test_the_margin_study_draws_and_reports_the_margin_per_epoch():
@@ -299,10 +298,11 @@ def test_the_margin_study_draws_and_reports_the_margin_per_epoch():
         return ModelResult(key=key, entry=ModelEntry(arch=arch, kwargs=kwargs, group="margin"), method="x", label=key,
                            train=None, explain=None, evaluate=None, history=pd.DataFrame(hist), tables={},
                            explanations=None)
-    res = {"m_std": result("m_std", "std_cnn", {}, {"epoch": [1, 2], "loc_gradcam": [0.5, 0.6],
-                                                     "loc_occlusion": [0.3, 0.4]}),
+    res = {"m_std": result("m_std", "std_cnn", {}, {"epoch": [1, 2], "tracked_localisation_gradcam": [0.5, 0.6],
+                                                     "tracked_localisation_occlusion": [0.3, 0.4]}),
            "m_b": result("m_b", "bcos_cnn", {"b": 2.5, "logit_temperature": 1.0, "max_out": 2, "encoding": "none"},
-                         {"epoch": [1, 2], "loc_own": [0.6, 0.75], "loc_gradcam": [0.2, 0.3]})}
+                         {"epoch": [1, 2], "tracked_localisation_own": [0.6, 0.75],
+                          "tracked_localisation_gradcam": [0.2, 0.3]})}
     m = get_method("margin")
     text = m.report(res)
     assert "| `m_b` | 2.5 | 1.0 | 2 | none | 2 | 0.750 | +0.150 |" in text

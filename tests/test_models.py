@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bcos_lib import ImageClassifier, create_model, list_models
 from bcos_lib.explain import explain
-from bcos_lib.layers import ExplainableModule, explanation_mode
+from bcos_lib.layers import ExplainableModule, class_gates, explanation_mode, gate_labels
 from bcos_lib.registry import model_signature
 
 torch.set_num_threads(1)
@@ -146,7 +146,11 @@ def test_backward_gives_finite_gradients_to_all_parameters(name):
     torch.manual_seed(0)
     model = create_model(name).train()
     x = model.prepare_input(_images(model, 4))
-    _loss(model, model(x), torch.arange(4) % model.num_classes).backward()
+    labels = torch.arange(4) % model.num_classes
+    _loss(model, model(x), labels).backward()
+    if class_gates(model):  # a class-specific gate is closed (and learns) on labelled CSG passes only
+        with gate_labels(model, labels):
+            _loss(model, model(x), labels).backward()
     for pname, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{pname} gets no gradient"

@@ -271,13 +271,21 @@ class Interrupted(Exception):
     ("bcos_cnn", "adam", "cosine", 10),    # the last step of epoch 1, before the epoch's row is written
     ("bcos_cnn", "sgd", "constant", 14),   # mid-epoch 2: the history and the epoch's running sums come back
     ("std_cnn", "sgd", "cosine", 17),      # momentum buffers and the cosine learning rate of step 16
+    ("csg_std_cnn", "adam", "cosine", 14),  # mid-epoch 2, a gated (CSG) epoch: the gate, its renormalisation
+    ("csg_bcos_cnn", "sgd", "cosine", 10),  # the last standard step before the first gated epoch
 ])
 def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, schedule, stop_at):
-    """10 steps per epoch, a checkpoint every 3 steps, 5 warm-up steps."""
+    """10 steps per epoch, a checkpoint every 3 steps, 5 warm-up steps; for the gated (CSG) models
+    the method's hooks: epoch 1 standard, epoch 2 gated (the gate is in the state_dict)."""
+    from bcos_lib.methods.csg import CSGOptions, training
     cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, optimizer=optimizer, schedule=schedule, warmup_steps=5,
                       checkpoint_every=3)
+
+    def hooks(model):
+        return training(model, CSGOptions(warmup_epochs=1, period=1), cfg) if arch.startswith("csg_") else None
+
     model = new_model(arch)
-    reference = fit(model, *small_data, cfg, progress=False, log=lambda s: None)
+    reference = fit(model, *small_data, cfg, progress=False, log=lambda s: None, hooks=hooks(model))
     expected = {k: v.clone() for k, v in model.state_dict().items()}
 
     ckpt, logs = tmp_path / "m.ckpt", []
@@ -287,11 +295,12 @@ def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, 
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        fit(new_model(arch), *small_data, cfg, checkpoint_path=ckpt, fingerprint="f", progress=False,
-            log=logs.append, on_step=interrupt)
+        first = new_model(arch)
+        fit(first, *small_data, cfg, checkpoint_path=ckpt, fingerprint="f", progress=False,
+            log=logs.append, on_step=interrupt, hooks=hooks(first))
     resumed_model = new_model(arch, seed=123)  # other initial weights and RNG state: all must come from the checkpoint
     history = fit(resumed_model, *small_data, cfg, checkpoint_path=ckpt, fingerprint="f", progress=False,
-                  log=logs.append)
+                  log=logs.append, hooks=hooks(resumed_model))
     assert any(line.startswith("resuming from") for line in logs)
     assert history == reference
     state = resumed_model.state_dict()

@@ -9,6 +9,9 @@ Each fast layer in ``bcos_lib.layers`` has a reference here written the obvious 
   the same because the B-cos unit is monotone in ŵᵀx), then the fixed layer scale.
 * Uncentred batch / layer norm: ``x · γ / sqrt(Var + ε)`` with the variance written out.
 * B-cos attention: per head, softmax written as exp / Σ exp.
+* Class-specific gate (CSG, ECCV 2020 §3): image by image and channel by channel,
+  feature map k of an image of class y times G[k, y]; the sparsity loss as a sum over the
+  entries; the renormalisation row by row (divide by the row's maximum, clip to [0, 1]).
 
 The stabilisers ε of the fast layers (``NORM_EPS`` inside the patch norm's square root,
 ``COS_EPS`` added to |cos|) are part of the function the layers compute, so the
@@ -27,7 +30,7 @@ from .norms import UncentredBatchNorm2d, UncentredLayerNorm
 
 __all__ = ["unfold_patches", "bcos_unit", "bcos_conv2d_reference", "bcos_linear_reference",
            "uncentred_batch_norm_reference", "uncentred_layer_norm_reference", "bcos_attention_reference",
-           "reference_forward"]
+           "reference_forward", "class_gate_reference", "gate_sparsity_reference", "gate_renormalise_reference"]
 
 Pair = tuple[int, int]
 
@@ -170,3 +173,35 @@ def reference_forward(module: nn.Module, x: Tensor) -> Tensor:
             raise ValueError("the attention reference covers max_out = 1 and one B for all projections")
         return bcos_attention_reference(x, module.qkv.weight, module.proj.weight, module.heads, module.qkv.b)
     raise TypeError(f"no reference for {type(module).__name__}")
+
+
+def class_gate_reference(features: Tensor, gate: Tensor, labels: Tensor) -> Tensor:
+    """CSG forward (ECCV 2020 §3.2): out[n, k] = features[n, k] · G[k, labels[n]], in float64."""
+    f, g = features.double(), gate.double()
+    out = torch.empty_like(f)
+    for n in range(f.shape[0]):
+        for k in range(f.shape[1]):
+            out[n, k] = f[n, k] * g[k, int(labels[n])]
+    return out
+
+
+def gate_sparsity_reference(gate: Tensor, weight: float, density: float) -> float:
+    """λ · max(0, Σ_kc |G[k, c]| − d · (number of entries)) (ECCV 2020 §3.3)."""
+    total = sum(abs(float(v)) for v in gate.double().flatten())
+    return weight * max(0.0, total - density * gate.numel())
+
+
+def gate_renormalise_reference(gate: Tensor) -> Tensor:
+    """Each row divided by its maximum over the classes, then clipped to [0, 1]; a row with no
+    positive entry becomes one-hot at its largest entry (float64)."""
+    g = gate.double().clone()
+    for k in range(g.shape[0]):
+        row = g[k]
+        m = float(row.max())
+        if m > 0:
+            g[k] = (row / m).clamp(0.0, 1.0)
+        else:
+            top = int(row.argmax())
+            g[k] = 0.0
+            g[k, top] = 1.0
+    return g

@@ -8,8 +8,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..data import subset
-from ..methods import method_of, method_options
-from ..metrics import track_localisation
+from ..methods import EvalContext, get_metric, method_of, method_options, metric_options
 from ..pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
 from ..registry import create_model
 from ..train import config_fingerprint, fit
@@ -38,6 +37,32 @@ def initial_model(run: Run, key: str, kwargs: dict[str, Any]) -> Any:
     return model
 
 
+def epoch_evaluation(run: Run, key: str, test_ds: Any) -> Callable[[Any], dict[str, float]] | None:
+    """The metrics of ``train.epoch_metrics`` as one function for :func:`bcos_lib.train.fit`, run
+    after every epoch on the test split with the model's evaluate options; each summary's numbers
+    become history columns ``<metric>_<key>`` (None when no metric is asked for)."""
+    p = run.params
+    names = p.train_config(key).epoch_metrics
+    if not names:
+        return None
+    cfg = p.evaluate_config(key)
+    where = f"models.{key}.evaluate" if p.model(key).evaluate else "evaluate"
+    metrics = [(get_metric(name), metric_options(name, cfg, where)) for name in names]  # errors before work
+
+    def evaluate(model: Any) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for metric, options in metrics:
+            ctx = EvalContext(key=key, model=model, entry=p.model(key), test_data=test_ds, cfg=cfg, options=options,
+                              device=run.device, seed=p.base.seed, log=lambda _: None,
+                              load_train_data=lambda: load_data(run, "train"))
+            result = metric.fn(ctx)
+            if result is not None:
+                row.update({f"{metric.name}_{k}": float(v) for k, v in result.summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        return row
+    return evaluate
+
+
 def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``models.<key>``; write the model, metrics.json and history.csv; return the metrics."""
     p = run.params
@@ -53,9 +78,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     set_seed(p.base.seed)
     model = initial_model(run, key, kwargs)
     hooks = method.training(model, options, tcfg) if method.training is not None else None
-    if tcfg.track_localisation:   # localisation over training (history.csv), for any model
-        hooks = track_localisation(hooks, test_ds, tcfg.track_localisation, tcfg.track_grids,
-                                   p.evaluate_config(key), p.base.seed, run.device, log)
+    epoch_eval = epoch_evaluation(run, key, test_ds)
     fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
                                      *([entry.options] if entry.options else []),
                                      *([entry.init_from] if entry.init_from else []))
@@ -63,7 +86,8 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
     history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
-                  fingerprint=fingerprint, progress=progress, log=log, hooks=hooks)
+                  fingerprint=fingerprint, progress=progress, log=log, hooks=hooks,
+                  epoch_eval=epoch_eval)
     seconds = time.time() - t0
     final = history[-1]
     metrics = {"model": key, "arch": entry.arch, "method": method.name, "test_accuracy": round(final["test_accuracy"], 4),
