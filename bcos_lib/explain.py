@@ -183,13 +183,17 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
 
 
 def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percentile: float = 99.5,
-                       paired: bool = True) -> Tensor:
+                       paired: bool = True, count_include_pad: bool = True) -> Tensor:
     """B-cos colour explanation (v1 §3.5) from W and the inputs ``[x, 1 − x]``, both (N, 2C, H, W).
 
     W is divided by its per-pixel max |W| over channels and clamped at ≥ 0; colour =
     W[:C] / (W[:C] + W[C:]); opacity = ‖W‖₂ over channels, zero where the pixel's
-    contribution Σ_channels W ⊙ x is negative, smoothed with an avg-pool of ``smooth``, divided by its
-    ``percentile``-th percentile and clipped to [0, 1].  Returns (N, H, W, 4) RGBA in [0, 1]
+    contribution Σ_channels W ⊙ x is negative, smoothed with an avg-pool of ``smooth`` (stride 1,
+    zero padding ``smooth // 2`` *counted* in the average, as the official renderer
+    ``gradient_to_image`` does), divided by its ``percentile``-th percentile and clipped to
+    [0, 1].  The padding matters beyond the border: it lowers the border pixels' opacity and
+    so the percentile that divides every pixel.  ``count_include_pad=False`` (average over the
+    pixels inside the image only) is kept as a variant; the default is the paper's.  Returns (N, H, W, 4) RGBA in [0, 1]
     (grey images give an RGB of three equal channels).
 
     ``paired=False``: the inputs are the images ``x`` alone (N, C, H, W), a model without the
@@ -215,7 +219,8 @@ def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percent
     alpha = wd.norm(dim=1, keepdim=True)
     alpha = torch.where(contrib < 0, torch.zeros_like(alpha), alpha)
     if smooth > 1:
-        alpha = F.avg_pool2d(alpha, smooth, stride=1, padding=smooth // 2, count_include_pad=False)[..., :h, :w]
+        alpha = F.avg_pool2d(alpha, smooth, stride=1, padding=smooth // 2,
+                             count_include_pad=count_include_pad)[..., :h, :w]
     q = torch.quantile(alpha.flatten(1), percentile / 100.0, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     alpha = (alpha / q).clamp(0, 1)
     if c == 1:

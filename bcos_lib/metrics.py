@@ -48,7 +48,7 @@ from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
            "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "summary_stats",
-           "localisation_metric", "deletion_metric"]
+           "bootstrap_ci", "paired_margin", "localisation_metric", "deletion_metric"]
 
 
 class EvaluationError(RuntimeError):
@@ -138,6 +138,12 @@ def localisation_scores(attributions: Tensor, n: int, smooth: int = 1, cells: Te
     avg-pooled with a ``smooth``×``smooth`` window (stride 1, same size; 1 = none), clamped at
     ≥ 0, and scored as mass in the cell / mass in the grid, 0 where the grid has no positive
     mass.  Returns (G, T) scores in [0, 1].
+
+    The pool averages over the pixels inside the grid only (``count_include_pad=False``); the
+    public code counts the zero padding (``avg_pool2d``'s default), which darkens the grid's
+    outer border, so that a uniform map no longer scores 1/n² in every cell (the centre cell
+    of a 3×3 grid gains).  Here the uniform baseline stays exact; the colour explanation
+    (:func:`bcos_lib.explain.colour_explanation`) follows the official renderer instead.
     """
     if attributions.dim() != 4:
         raise ValueError(f"attributions must be (G, T, H, W), got {tuple(attributions.shape)}")
@@ -203,6 +209,7 @@ def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int =
 # ----------------------------------------------------------------------------- pixel deletion
 def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: int = 200, steps: int = 20,
                    seed: int = 0, order: str = "most", device: torch.device | str = "cpu", batch_size: int = 64,
+                   insertion: bool = False, method_options: dict[str, Any] | None = None,
                    **method_opts: Any) -> pd.DataFrame:
     """Deletion curve: the mean probability of the predicted class as pixels are removed.
 
@@ -213,9 +220,24 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     to 0 *in image space* (before ``prepare_input``) and the class probability (sigmoid
     for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: method, order,
     fraction (of pixels removed, 0 … 1), score (mean probability), score_std.
+
+    ``method_options``: options of the attribution method (also accepted as keywords, except
+    those that clash with this function's own, such as Integrated Gradients' ``steps``).
+
+    ``insertion=True`` runs the curve the other way (insertion, Petsiuk et al. 2018, RISE
+    §4.1): from the black image (all pixels 0), the pixels are put back in the same ranking,
+    so that ``fraction`` is the share inserted and a good ranking makes the probability *rise*
+    fast (a large area for ``order="most"``).
+
+    Cross-checked against Quantus' ``PixelFlipping`` (``features_in_step`` = pixels per step,
+    ``perturb_baseline=0.0``, probabilities as here, grey images): the curves are equal to
+    float tolerance; Quantus leaves out the first point (nothing removed) and ranks ties in
+    an unspecified order, this function stably (by pixel index).  On colour images Quantus
+    ranks each channel of a pixel separately, this function whole pixels.
     """
     if method != "random" and method not in list_attributions():
         raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(list_attributions())}, random")
+    method_opts = {**(method_options or {}), **method_opts}
     if order not in ("most", "least"):
         raise ValueError(f"order must be 'most' or 'least' (got {order!r})")
     if steps < 1 or n_images < 1:
@@ -241,7 +263,8 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
             with torch.no_grad():
                 for k in range(steps + 1):
                     removed = round(k / steps * h * w)
-                    keep = (position >= removed).reshape(b, 1, h, w).to(images.dtype)
+                    keep = (position < removed) if insertion else (position >= removed)
+                    keep = keep.reshape(b, 1, h, w).to(images.dtype)
                     p = class_probabilities(model, model(prepare_input(model, images * keep)))
                     probs.append(p.gather(1, predicted[:, None])[:, 0].float().cpu())
             curves.append(torch.stack(probs, 1))              # (b, steps + 1)
@@ -277,6 +300,41 @@ def summary_stats(scores: pd.Series) -> dict[str, float]:
     return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()), "n": int(len(v))}
 
 
+def bootstrap_ci(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 column: str = "score") -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean ``column`` of a localisation table.
+
+    The unit resampled is the *grid*, not the cell: the n² scores of one grid share its images
+    and its attribution maps (one class's positive mass is another's mass outside its cell),
+    so they are not independent.  ``n_boot`` resamples of the grids with replacement, drawn
+    with ``seed``; each resample's mean is the mean of its grids' mean scores (every grid has
+    the same number of cells).  Returns the (1 − level)/2 and (1 + level)/2 quantiles.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1) (got {level})")
+    per_grid = df.groupby("grid")[column].mean().to_numpy(float)
+    if len(per_grid) == 0:
+        raise ValueError("bootstrap_ci: the table has no grids")
+    rng = np.random.default_rng(seed)
+    means = per_grid[rng.integers(0, len(per_grid), size=(n_boot, len(per_grid)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_margin(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, float]:
+    """Mean score of ``a`` minus that of ``b`` on the grids both were scored on, with a paired
+    bootstrap interval (the same grids resampled for both): {mean, ci_low, ci_high, n_grids}."""
+    ga = a.groupby("grid")["score"].mean()
+    gb = b.groupby("grid")["score"].mean()
+    common = ga.index.intersection(gb.index)
+    if len(common) == 0:
+        raise ValueError("paired_margin: the two tables share no grid")
+    diff = pd.DataFrame({"grid": common, "score": (ga[common] - gb[common]).to_numpy(float)})
+    lo, hi = bootstrap_ci(diff, n_boot, seed, level)
+    return {"mean": float(diff["score"].mean()), "ci_low": lo, "ci_high": hi, "n_grids": int(len(common))}
+
+
 def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -> list[str]:
     """The methods that apply to the model ('own' needs a model that explains itself)."""
     keep = []
@@ -310,15 +368,23 @@ def localisation_metric(ctx: EvalContext) -> MetricResult | None:
         df = score_grids(ctx.model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, ctx.device,
                          **config_options(method, cfg))
         frames.append(df)
+        lo, hi = bootstrap_ci(df, seed=ctx.seed)
         stats[method] = {**summary_stats(df["score"]), "n_grids": int(g),
-                         "mean_unsmoothed": float(df["score_unsmoothed"].mean())}
+                         "mean_unsmoothed": float(df["score_unsmoothed"].mean()), "ci_low": lo, "ci_high": hi}
         ctx.log(f"evaluate: {method:<16} localisation {stats[method]['mean']:.3f} "
-                f"(median {stats[method]['median']:.3f}, {g} grids)")
+                f"(95 % CI {lo:.3f}–{hi:.3f}, median {stats[method]['median']:.3f}, {g} grids)")
     summary = {"grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids),
                         "seed": int(ctx.seed), "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
                         "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
                         "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
                "methods": stats, "skipped": skipped}
+    posthoc = [m for m in stats if m in posthoc_attributions()]
+    if "own" in stats and posthoc:
+        by_method = {f["method"].iat[0]: f for f in frames}
+        best = max(posthoc, key=lambda m: stats[m]["mean"])
+        summary["margin"] = {"over": best, **paired_margin(by_method["own"], by_method[best], seed=ctx.seed)}
+        ctx.log(f"evaluate: own − {best} (best post-hoc) {summary['margin']['mean']:+.3f} "
+                f"(95 % CI {summary['margin']['ci_low']:+.3f} to {summary['margin']['ci_high']:+.3f})")
     return MetricResult(summary, {"localisation": pd.concat(frames, ignore_index=True)})
 
 
@@ -336,7 +402,7 @@ def deletion_metric(ctx: EvalContext) -> MetricResult | None:
         aucs = {}
         for order in (("most",) if method == "random" else ("most", "least")):
             df = pixel_deletion(ctx.model, ctx.test_data, method, cfg.deletion_images, cfg.deletion_steps, ctx.seed,
-                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, **opts)
+                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, method_options=opts)
             frames.append(df)
             aucs[f"auc_{order}"] = deletion_auc(df)
         aucs_by_method[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
@@ -353,3 +419,5 @@ register_metric(Metric("localisation", localisation_metric,
                                    "target's cell"))
 register_metric(Metric("deletion", deletion_metric,
                        description="pixel deletion: area under the target-probability curve"))
+
+from . import faithfulness  # noqa: E402,F401  (insertion, ROAD, faithfulness correlation register themselves)

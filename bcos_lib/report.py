@@ -7,6 +7,7 @@ the README always shows the last ``dvc repro``.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ from .attribution import method_label
 from .methods import ModelResult
 from .paper import CODA_CIFAR10_LOCALISATION
 
-__all__ = ["make_report", "update_readme", "fmt", "table", "START", "END"]
+__all__ = ["make_report", "update_readme", "fmt", "table", "localisation_margin", "margin_sentence", "START", "END"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -70,11 +71,16 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
             for s in loc.values():
                 st = s["methods"].get(m)
                 raw = "" if st is None or smooth <= 1 or "mean_unsmoothed" not in st else f" [{st['mean_unsmoothed']:.3f}]"
-                row.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f}{raw} (n={st['n']})")
+                ci = "" if st is None or "ci_low" not in st else f"; 95 % CI {st['ci_low']:.3f}–{st['ci_high']:.3f}"
+                row.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f}{raw} (n={st['n']}{ci})")
             row.append(fmt(CODA_CIFAR10_LOCALISATION.get(m), 3))
             rows.append(row)
-        out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how})\n\n"
+        out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how}; "
+                   "95 % CI: bootstrap over grids)\n\n"
                    + table(["method"] + [f"`{k}`" for k in loc] + ["paper: CoDA Net, CIFAR-10"], rows))
+        margin = localisation_margin(loc)
+        if margin:
+            out.append(margin_sentence(margin))
     dele = {r.key: r.metric("deletion") for r in main if r.metric("deletion")}
     if dele:
         methods = []
@@ -93,13 +99,70 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
     return out
 
 
+_FAITHFULNESS = (  # metric, column heading, how to read a summary entry, what is better
+    ("insertion", "insertion AUC", lambda d: f"{d['auc']:.3f}", "higher is better"),
+    ("road", "ROAD accuracy MoRF / LeRF", lambda d: f"{d['morf']:.3f} / {d['lerf']:.3f}",
+     "MoRF: lower is better; LeRF: higher is better"),
+    ("faithfulness_correlation", "faithfulness correlation",
+     lambda d: f"{d['mean']:.3f} ± {d['std']:.3f} (n={d['n']})", "higher is better"),
+)
+
+
+def _faithfulness_table(main: list[ModelResult]) -> str:
+    """One table: a row per attribution method, a column per (model, faithfulness metric)."""
+    cols = [(r, metric, head, show) for metric, head, show, _ in _FAITHFULNESS for r in main if r.metric(metric)]
+    if not cols:
+        return ""
+    methods: list[str] = []
+    for r, metric, _, _ in cols:
+        methods += [m for m in r.metric(metric)["methods"] if m not in methods]
+    rows = [[method_label(m)] + [("–" if m not in r.metric(metric)["methods"] else show(r.metric(metric)["methods"][m]))
+                                 for r, metric, _, show in cols] for m in methods]
+    n = {metric: r.metric(metric)["settings"]["n_images"] for r, metric, _, _ in cols}
+    how = "; ".join(f"{head}: {better} ({n[metric]} images)" for metric, head, _, better in _FAITHFULNESS if metric in n)
+    return ("### Faithfulness: insertion, ROAD (Quantus) and faithfulness correlation (Quantus)\n\n"
+            f"Each image is explained for its predicted class; random: a random ranking. {how}.\n\n"
+            + table(["method"] + [f"`{r.key}` {head}" for r, _, head, _ in cols], rows))
+
+
+def localisation_margin(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The headline comparison of a localisation table (``{model_key: localisation summary}``):
+    the best own explanation against the best post-hoc method of any model.
+
+    Both means carry a bootstrap interval; the margin's interval treats them as independent
+    (the models are scored on different grids, each from its own confident pool) and adds
+    their standard errors, read off the intervals as half-width / 1.96.  None when no model
+    has both an own and a post-hoc score with intervals."""
+    own = [(s["methods"]["own"], k) for k, s in loc.items() if "ci_low" in s["methods"].get("own", {})]
+    post = [(st, k, m) for k, s in loc.items() for m, st in s["methods"].items()
+            if m != "own" and "ci_low" in st]
+    if not own or not post:
+        return None
+    (o, ok), (p, pk, pm) = max(own, key=lambda t: t[0]["mean"]), max(post, key=lambda t: t[0]["mean"])
+    se = math.hypot((o["ci_high"] - o["ci_low"]) / (2 * 1.96), (p["ci_high"] - p["ci_low"]) / (2 * 1.96))
+    diff = o["mean"] - p["mean"]
+    return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_method": pm, "posthoc": p["mean"],
+            "margin": diff, "ci_low": diff - 1.96 * se, "ci_high": diff + 1.96 * se}
+
+
+def margin_sentence(m: Mapping[str, Any]) -> str:
+    """One sentence with the margin of :func:`localisation_margin` and what its interval says."""
+    verdict = ("the interval excludes 0: the own explanation localises better" if m["ci_low"] > 0 else
+               "the interval includes 0: on this budget the difference is not resolved" if m["ci_high"] >= 0 else
+               "the interval lies below 0: the post-hoc method localises better")
+    return (f"Margin: the own explanation of `{m['own_model']}` ({m['own']:.3f}) minus the best post-hoc "
+            f"explanation ({method_label(m['posthoc_method'])} on `{m['posthoc_model']}`, {m['posthoc']:.3f}) "
+            f"= **{m['margin']:+.3f}** (95 % CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}); {verdict}.")
+
+
 def make_report(res: Mapping[str, ModelResult], sections: Sequence[str] = (), figures: Sequence[str] = ()) -> str:
     """The results in markdown: accuracy, explanation identity, localisation and deletion of the
     models of no group, then each method's own section (``sections``, from ``Method.report``)."""
     profiles = {r.train["profile"] for r in res.values() if r.train}
     main = [r for r in res.values() if not r.entry.group]
     parts = [f"_Generated by the figures stage from the last `dvc repro` (profile: {', '.join(sorted(profiles)) or '–'})._"]
-    parts += [p for p in [_accuracy_table(main), *_localisation_tables(main), *sections] if p]
+    parts += [p for p in [_accuracy_table(main), *_localisation_tables(main), _faithfulness_table(main), *sections]
+              if p]
     if figures:
         parts.append("Figures: " + ", ".join(f"`figures/{f}.png`" for f in figures))
     return "\n\n".join(parts) + "\n"

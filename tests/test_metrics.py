@@ -250,13 +250,15 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     per_method = scores.groupby("method").size()
     for m in expected_methods:
         assert per_method[m] == (4 if m == "own" else 2) * 4     # own: n_grids, post-hoc: posthoc_n_grids
-    assert set(summary["localisation"]) == {"grid", "methods", "skipped"}
+    assert set(summary["localisation"]) == ({"grid", "methods", "skipped", "margin"} if arch == "bcos"
+                                            else {"grid", "methods", "skipped"})
     assert set(summary["deletion"]) == {"settings", "methods", "skipped"}
     grid = summary["localisation"]["grid"]
     assert grid["n"] == 2 and grid["uniform_score"] == 0.25
     assert list(summary["localisation"]["methods"]) == expected_methods
     for m, s in summary["localisation"]["methods"].items():
-        assert set(s) == {"mean", "median", "std", "n", "n_grids", "mean_unsmoothed"}
+        assert set(s) == {"mean", "median", "std", "n", "n_grids", "mean_unsmoothed", "ci_low", "ci_high"}
+        assert s["ci_low"] <= s["mean"] <= s["ci_high"]
         assert s["mean"] == pytest.approx(scores.loc[scores["method"] == m, "score"].mean())
     expected_deletion = ["own", "ixg", "random"] if arch == "bcos" else ["ixg", "random"]
     assert list(summary["deletion"]["methods"]) == expected_deletion
