@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .data import ImageDataset
 from .methods import StepInfo, StepOutput, TrainHooks
 from .models.base import prepare_input
-from .utils import atomic_torch_save, evaluating
+from .utils import UnsafeFileError, atomic_torch_save, evaluating, safe_torch_load
 
 __all__ = ["fit", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
            "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT"]
@@ -227,7 +227,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
 def load_train_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training checkpoint, with a clear error when it is damaged."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = safe_torch_load(path)
+    except UnsafeFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for damaged files
         raise TrainingError(f"training checkpoint {path} is corrupted or truncated ({type(e).__name__}: {e}); "
                             "delete it to start the training afresh") from e
