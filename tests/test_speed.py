@@ -105,3 +105,39 @@ def test_stage_outputs_load_with_weights_only(tmp_path):
     assert model.model_name == "bcos_cnn"
     saved = safe_torch_load(out / "results" / "explain" / "bcos_cnn" / "explanations.pt")
     assert saved["contribution_map"].ndim == 3 and saved["explainable"] is True
+
+
+# ----------------------------------------------------------------------------- data-parallel training
+def ddp_case():
+    """A model without batch norm (each shard would normalise by its own statistics), a data set
+    whose last batch splits unevenly (37 = 18 + 19 images over two processes), two epochs."""
+    from bcos_lib.utils import set_seed
+    set_seed(0)
+    model = create_model("bcos_cnn", channels=[8, 8, 16], strides=[1, 2, 2], variant="v1", max_out=2)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, checkpoint_every=1000)
+    return model, _tiny_data(101), cfg
+
+
+def test_data_parallel_fit_equals_single_process(tmp_path):
+    """Two gloo processes under torchrun end with the weights and history of one process."""
+    import subprocess
+    import sys
+    model, data, cfg = ddp_case()
+    single = fit(model, data, None, cfg, seed=0, progress=False, log=lambda s: None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])]),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    assert (tmp_path / "ddp.ckpt").is_file()   # written by rank 0
+    for name, w in model.state_dict().items():
+        torch.testing.assert_close(ddp["state_dict"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+    moved = sum(float((w - create_model("bcos_cnn", channels=[8, 8, 16], strides=[1, 2, 2], variant="v1",
+                                        max_out=2).state_dict()[n]).abs().sum()) for n, w in model.state_dict().items())
+    assert moved > 0
+    for a, b in zip(single, ddp["history"]):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4), k
