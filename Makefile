@@ -54,8 +54,10 @@ test-fast: setup
 lab: data
 	$(BIN)/python scripts/lab.py $(LAB_ARGS)
 
+# the price of interpretability, ratios measured side by side in one process (results/bench.json);
+# scripts/bench_evaluate.py is the grid evaluation's own, longer benchmark
 bench: setup
-	$(BIN)/python scripts/bench_evaluate.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 check-env: setup
 	$(BIN)/python scripts/sync_environment.py --check
