@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .explain import explain
+from .explain import as_target_matrix, explain
 from .layers.explanation_mode import is_explainable
 from .utils import evaluating, find_module
 
@@ -114,18 +114,6 @@ def config_options(name: str, cfg: "EvaluateConfig") -> dict[str, Any]:
     """The options that the evaluate config ``cfg`` sets for method ``name``."""
     a = get_attribution(name)
     return a.from_config(cfg) if a.from_config is not None else {}
-
-
-def as_target_matrix(targets: Tensor | int, n: int, device: torch.device | str | None = None) -> Tensor:
-    """An int, (N,) or (N, T) classes → a (N, T) LongTensor."""
-    targets = torch.as_tensor(targets, device=device).long()
-    if targets.dim() == 0:
-        targets = targets.expand(n)
-    if targets.dim() == 1:
-        targets = targets.unsqueeze(1)
-    if targets.dim() != 2 or targets.shape[0] != n:
-        raise ValueError(f"targets must be an int, (N,) or (N, T) with N = {n}; got shape {tuple(targets.shape)}")
-    return targets
 
 
 # captum warns on every call that it made the inputs require gradients and that it set hooks

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .layers.explanation_mode import explanation_mode, is_explainable
 from .utils import evaluating, find_module
 
-__all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output"]
+__all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output", "as_target_matrix"]
 
 
 @dataclass
@@ -63,6 +63,18 @@ class Explanation:
         return Explanation(self.logits, self.targets[:, 0], self.target_outputs[:, 0], self.bias[:, 0],
                            self.weights[:, 0], self.contributions[:, 0], self.contribution_map[:, 0],
                            None if self.rgba is None else self.rgba[:, 0])
+
+
+def as_target_matrix(targets: Tensor | int, n: int, device: torch.device | str | None = None) -> Tensor:
+    """An int, (N,) or (N, T) classes → a (N, T) LongTensor."""
+    targets = torch.as_tensor(targets, device=device).long()
+    if targets.dim() == 0:
+        targets = targets.expand(n)
+    if targets.dim() == 1:
+        targets = targets.unsqueeze(1)
+    if targets.dim() != 2 or targets.shape[0] != n:
+        raise ValueError(f"targets must be an int, (N,) or (N, T) with N = {n}; got shape {tuple(targets.shape)}")
+    return targets
 
 
 def dynamic_linear_output(model: nn.Module, x: Tensor, layer: str | None = None) -> Tensor:
@@ -147,13 +159,7 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
             out = dynamic_linear_output(model, x_in, layer)
         if targets is None:
             targets = out.argmax(1)
-        targets = torch.as_tensor(targets, device=out.device).long()
-        if targets.dim() == 0:
-            targets = targets.expand(len(x))
-        if targets.dim() == 1:
-            targets = targets.unsqueeze(1)
-        if targets.shape[0] != len(x):
-            raise ValueError(f"{targets.shape[0]} targets for {len(x)} images")
+        targets = as_target_matrix(targets, len(x), out.device)
         if (targets < 0).any() or (targets >= out.shape[1]).any():
             raise ValueError(f"targets must lie in [0, {out.shape[1]})")
         weights = _batched_vjp(out, x_in, targets)
