@@ -6,6 +6,11 @@ killed mid-epoch resumes from its last checkpoint (model, optimiser, RNG state, 
 epoch's running sums) and ends with exactly the same numbers as an uninterrupted run.
 Checkpoints are written atomically (temporary file + rename).
 
+Two hardware options of ``train``: ``channels_last`` (the NHWC memory layout for model and
+batches) and ``precision: bf16`` (the training step's forward under ``torch.autocast`` in
+bfloat16, on CPU and GPU; weights, optimiser and loss stay float32).  ``make bench``
+measures both against the default.
+
 Under ``torchrun`` (the environment names a WORLD_SIZE > 1) ``fit`` trains data-parallel
 with PyTorch's DistributedDataParallel (NCCL on GPUs, gloo on CPUs): every rank draws the
 same global batch and takes its shard of it, gradients are averaged weighted by the shard
@@ -172,6 +177,8 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     if rank != 0:
         progress, log = False, (lambda s: None)
     loss_name = getattr(model, "default_loss", "ce") if cfg.loss == "auto" else cfg.loss
@@ -232,6 +239,8 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
             if world > 1:   # this rank's shard of the global batch
                 x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
             x, y = x.to(device), y.to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if not torch.isfinite(x).all():
                 raise TrainingError(f"the training batch at epoch {epoch + 1}, step {i + 1} contains NaN/Inf: "
                                     "the input batch itself is damaged; check the dataset files (make data)")
@@ -239,7 +248,8 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                 group["lr"] = _lr_at(state["global_step"], total, cfg)
             info = StepInfo(epoch=epoch, step=state["global_step"], epochs=cfg.epochs, total_steps=total,
                             loss_name=loss_name)
-            result = step_fn(net, x, y, info)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                result = step_fn(net, x, y, info)
             loss, out = result.loss, result.logits
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "

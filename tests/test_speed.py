@@ -141,3 +141,33 @@ def test_data_parallel_fit_equals_single_process(tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-4), k
+
+
+# ----------------------------------------------------------------------------- hardware options
+def test_channels_last_trains_the_same_weights_and_bf16_trains(tmp_path):
+    from bcos_lib.utils import set_seed
+    results = {}
+    for name, opts in (("default", {}), ("channels_last", {"channels_last": True}), ("bf16", {"precision": "bf16"})):
+        set_seed(0)
+        model = create_model("bcos_cnn", **SMALL)
+        hist = fit(model, _tiny_data(48), None, TrainConfig(epochs=1, batch_size=16, lr=3e-3, **opts), seed=0,
+                   progress=False, log=lambda s: None)
+        results[name] = (model.state_dict(), hist[-1]["train_loss"])
+        convs = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == (name == "channels_last")
+                             for p in convs), name
+    ref = results["default"][0]
+    for n, w in results["channels_last"][0].items():
+        torch.testing.assert_close(w, ref[n], rtol=1e-4, atol=1e-5, msg=n)
+    # bf16 rounds the forward pass: the weights move like fp32's, not identically
+    bf16 = results["bf16"][0]
+    assert any(not torch.equal(bf16[n], ref[n]) for n in ref if ref[n].is_floating_point())
+    assert abs(results["bf16"][1] - results["default"][1]) < 0.05
+    assert all(w.dtype == ref[n].dtype for n, w in bf16.items())   # the weights stay float32
+
+
+def test_unknown_precision_is_refused_naming_the_key(tmp_path):
+    from bcos_lib.config import ConfigError, load_params
+    params = write_params(tmp_path / "params.yaml", params_dict(over={"train": {"precision": "fp16"}}))
+    with pytest.raises(ConfigError, match="train.precision: 'fp16' is not allowed"):
+        load_params(params)
