@@ -171,3 +171,21 @@ def test_unknown_precision_is_refused_naming_the_key(tmp_path):
     params = write_params(tmp_path / "params.yaml", params_dict(over={"train": {"precision": "fp16"}}))
     with pytest.raises(ConfigError, match="train.precision: 'fp16' is not allowed"):
         load_params(params)
+
+
+@pytest.mark.slow
+@have_data
+def test_train_stage_runs_data_parallel_with_nproc(tmp_path, monkeypatch):
+    """`make repro NPROC=2`: the train stage runs itself under torchrun; rank 0 writes the outputs."""
+    from bcos_lib import pipeline
+    from bcos_lib.stages import train as train_stage
+    monkeypatch.setenv("BCOS_NPROC", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))
+    run = pipeline.setup("tiny", output_dir=str(tmp_path / "out"))
+    lines = []
+    metrics = train_stage.run(run, "std_cnn", log=lines.append)
+    assert any("data-parallel on 2 processes" in ln for ln in lines), lines
+    assert metrics["model"] == "std_cnn" and metrics["test_accuracy"] > 30, metrics
+    assert load_model(tmp_path / "out" / "models" / "std_cnn.pt").model_name == "std_cnn"
+    assert not (tmp_path / "out" / "checkpoints" / "std_cnn.ckpt").exists()
