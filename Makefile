@@ -1,11 +1,17 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
 #   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
 #                PROFILE=<name> first sets base.profile in params.yaml (validated; that line only),
-#                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs
+#                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs;
+#                NPROC=<n> trains data-parallel on n GPUs (e.g. `make repro PROFILE=gpu NPROC=4`)
 #   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?=
+# NPROC=<n>: each training stage runs data-parallel on n processes (torchrun; one GPU each, NCCL)
+NPROC   ?=
+ifneq ($(strip $(NPROC)),)
+export BCOS_NPROC := $(NPROC)
+endif
 BIN     := $(abspath $(VENV))/bin
 # dvc runs papermill and python from the stage commands: they must be the venv's
 export PATH := $(BIN):$(PATH)
@@ -54,8 +60,10 @@ test-fast: setup
 lab: data
 	$(BIN)/python scripts/lab.py $(LAB_ARGS)
 
+# the price of interpretability, ratios measured side by side in one process (results/bench.json);
+# scripts/bench_evaluate.py is the grid evaluation's own, longer benchmark
 bench: setup
-	$(BIN)/python scripts/bench_evaluate.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 check-env: setup
 	$(BIN)/python scripts/sync_environment.py --check

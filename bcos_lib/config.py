@@ -60,6 +60,8 @@ class TrainConfig:
     subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
     epoch_metrics: list[str] = field(default_factory=list)  # registered metrics run on the test split after every
                                                             # epoch (history.csv columns <metric>_<summary key>)
+    channels_last: bool = False      # NHWC memory layout for the training step (bcos_lib.train.fit)
+    precision: str = "fp32"          # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
 
 
 @dataclass
@@ -214,6 +216,7 @@ _CHOICES = {
     "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
     "train.optimizer": lambda v: v in ("adam", "sgd"),
     "train.schedule": lambda v: v in ("cosine", "constant"),
+    "train.precision": lambda v: v in ("fp32", "bf16"),
     "train.loss": lambda v: v == "auto" or v in _losses(),
     "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
 }

@@ -27,7 +27,8 @@ from .config import Params, load_params
 from .data import ImageDataset, load_dataset, subset
 from .paths import output_root, project_root, resolve
 from .registry import create_model
-from .utils import atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, set_seed
+from .utils import (UnsafeFileError, atomic_torch_save, atomic_write, keep_freed_memory, resolve_device,
+                    safe_torch_load, set_seed)
 
 __all__ = ["Run", "setup", "load_data", "save_model", "load_model", "load_trained", "ModelFileError", "model_path",
            "model_keys", "write_csv", "save_figure"]
@@ -101,7 +102,9 @@ def load_model(path: str | os.PathLike, expect_arch: str | None = None, expect_k
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist: {hint}")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = safe_torch_load(path)
+    except UnsafeFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - damaged files raise many kinds
         raise ModelFileError(f"model file {path} is corrupted or truncated ({type(e).__name__}: {e}); {hint}") from e
     if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:

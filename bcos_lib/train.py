@@ -5,6 +5,20 @@ The data order of epoch e is a permutation drawn from a generator seeded with
 killed mid-epoch resumes from its last checkpoint (model, optimiser, RNG state, the
 epoch's running sums) and ends with exactly the same numbers as an uninterrupted run.
 Checkpoints are written atomically (temporary file + rename).
+
+Two hardware options of ``train``: ``channels_last`` (the NHWC memory layout for model and
+batches) and ``precision: bf16`` (the training step's forward under ``torch.autocast`` in
+bfloat16, on CPU and GPU; weights, optimiser and loss stay float32).  ``make bench``
+measures both against the default.
+
+Under ``torchrun`` (the environment names a WORLD_SIZE > 1) ``fit`` trains data-parallel
+with PyTorch's DistributedDataParallel (NCCL on GPUs, gloo on CPUs): every rank draws the
+same global batch and takes its shard of it, gradients are averaged weighted by the shard
+sizes, and the epoch's sums are added over the ranks, so that the weights and the history
+equal a single-process run on the same global batch (to float tolerance; batch-norm
+statistics are those of each shard, as in any data-parallel run without synchronised batch
+norm).  Only rank 0 writes checkpoints and logs; :func:`is_main_process` tells the caller
+whether to write its outputs.
 """
 from __future__ import annotations
 
@@ -24,10 +38,11 @@ from .config import TrainConfig
 from .data import ImageDataset
 from .methods import StepInfo, StepOutput, TrainHooks
 from .models.base import prepare_input
-from .utils import atomic_torch_save, evaluating
+from .utils import UnsafeFileError, atomic_torch_save, evaluating, safe_torch_load
 
 __all__ = ["fit", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
-           "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT"]
+           "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT", "init_distributed",
+           "is_main_process"]
 
 CHECKPOINT_FORMAT = "bcos-companion/train-checkpoint-v1"
 
@@ -74,6 +89,35 @@ def batches(ds: ImageDataset, batch_size: int, shuffle: bool = False, seed: int 
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield ds.images[idx], ds.labels[idx]
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); under ``torchrun`` (WORLD_SIZE > 1 in the environment) this starts the
+    process group once: NCCL when CUDA is available, gloo otherwise."""
+    import torch.distributed as dist
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """True unless this process is a rank other than 0 of a data-parallel run (which writes nothing)."""
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class _DataParallel(nn.parallel.DistributedDataParallel):
+    """DDP that lets a method's step read the model's own attributes (``encoding``, …)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -130,8 +174,15 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     """
     from tqdm import tqdm
 
+    rank, world = init_distributed()
     device = torch.device(device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if rank != 0:
+        progress, log = False, (lambda s: None)
     loss_name = getattr(model, "default_loss", "ce") if cfg.loss == "auto" else cfg.loss
     opt = _make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
@@ -157,8 +208,20 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         else:
             log(f"ignoring {checkpoint_path}: it belongs to another configuration")
 
+    # data parallel: one DDP wrapper for the forward passes of the step (it averages the gradients);
+    # hooks that change weights (after_step) get the model itself
+    if world > 1:
+        if len(train_data) % cfg.batch_size and len(train_data) % cfg.batch_size < world:
+            raise TrainingError(f"the last batch of an epoch holds {len(train_data) % cfg.batch_size} images, fewer "
+                                f"than the {world} processes: change train.batch_size or the subset size")
+        if cfg.batch_size < world:
+            raise TrainingError(f"train.batch_size {cfg.batch_size} is smaller than the {world} processes")
+        net = _DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = model
+
     def save_checkpoint() -> None:
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and rank == 0:
             atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "model": model.state_dict(),
                                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
                                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -174,7 +237,12 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         for i, (x, y) in enumerate(it):
             if i < state["step_in_epoch"]:
                 continue  # already done before the interruption
+            n_global = len(y)
+            if world > 1:   # this rank's shard of the global batch
+                x, y = x.tensor_split(world)[rank], y.tensor_split(world)[rank]
             x, y = x.to(device), y.to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if not torch.isfinite(x).all():
                 raise TrainingError(f"the training batch at epoch {epoch + 1}, step {i + 1} contains NaN/Inf: "
                                     "the input batch itself is damaged; check the dataset files (make data)")
@@ -182,22 +250,33 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                 group["lr"] = _lr_at(state["global_step"], total, cfg)
             info = StepInfo(epoch=epoch, step=state["global_step"], epochs=cfg.epochs, total_steps=total,
                             loss_name=loss_name)
-            result = step_fn(model, x, y, info)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                result = step_fn(net, x, y, info)
             loss, out = result.loss, result.logits
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
                                     f"(global step {state['global_step'] + 1}): {_diagnose(model, x, cfg, loss_name)}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages the ranks' gradients; weighting each by its shard's share makes the
+            # average that of the global batch's mean loss when the shards differ in size
+            (loss * (len(y) * world / n_global) if world > 1 else loss).backward()
             opt.step()
             if hooks.after_step is not None:
                 with torch.no_grad():
                     hooks.after_step(model, info)
-            for name, value in result.terms.items():
-                state["terms"][name] = state["terms"].get(name, 0.0) + float(value) * len(y)
-            state["sums"][0] += loss.item() * len(y)
-            state["sums"][1] += (out.argmax(1) == y).sum().item()
-            state["sums"][2] += len(y)
+            names = sorted(result.terms)
+            sums = torch.tensor([loss.item() * len(y), (out.argmax(1) == y).sum().item(), len(y)]
+                                + [float(result.terms[k]) * len(y) for k in names], dtype=torch.float64)
+            if world > 1:   # every rank keeps the global sums (a resumed run reads rank 0's)
+                import torch.distributed as dist
+                sums = sums.to(device)
+                dist.all_reduce(sums)
+                sums = sums.cpu()
+            for name, value in zip(names, sums[3:].tolist()):
+                state["terms"][name] = state["terms"].get(name, 0.0) + value
+            state["sums"][0] += sums[0].item()
+            state["sums"][1] += int(sums[1].item())
+            state["sums"][2] += int(sums[2].item())
             state["step_in_epoch"] = i + 1
             state["global_step"] += 1
             bar.update(1)
@@ -232,7 +311,9 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
 def load_train_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training checkpoint, with a clear error when it is damaged."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = safe_torch_load(path)
+    except UnsafeFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for damaged files
         raise TrainingError(f"training checkpoint {path} is corrupted or truncated ({type(e).__name__}: {e}); "
                             "delete it to start the training afresh") from e

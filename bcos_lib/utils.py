@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-__all__ = ["evaluating", "find_module", "set_seed", "keep_freed_memory", "resolve_device", "atomic_write", "atomic_torch_save", "write_json", "versions"]
+__all__ = ["evaluating", "find_module", "set_seed", "keep_freed_memory", "resolve_device", "atomic_write", "atomic_torch_save", "safe_torch_load", "UnsafeFileError", "write_json", "versions"]
 
 
 @contextmanager
@@ -105,13 +105,59 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+_PLAIN = (torch.Tensor, str, int, float, bool, type(None))
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; only str and int keys can be saved")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN) or (isinstance(obj, str) and type(obj) is not str):
+        raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}: files hold only tensors, "
+                        "dicts, lists, tuples, strings, numbers, booleans and None (so that they load with "
+                        "weights_only=True); convert it (e.g. str(), .tolist()) before saving")
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`atomic_write`.  It writes to an open file, not to the temporary
-    path: torch names the archive inside the file after a path, so equal objects give equal bytes."""
+    path: torch names the archive inside the file after a path, so equal objects give equal bytes.
+    ``obj`` must hold only plain data (checked before anything is written), so that the file loads
+    with :func:`safe_torch_load`."""
+    _check_plain(obj, str(path))
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
     return atomic_write(path, write)
+
+
+class UnsafeFileError(RuntimeError):
+    """A ``.pt`` file holds something other than tensors and plain containers (it could run code)."""
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: only tensors, dicts, lists, tuples, strings,
+    numbers, booleans and None are rebuilt, so a file that arrives from a shared DVC remote
+    cannot run code when it is opened.  A file that asks for anything else (a pickled class, a
+    ``__reduce__`` that calls a function) raises :class:`UnsafeFileError` naming the file;
+    other damage (a truncated archive, garbage bytes) raises what ``torch.load`` raises."""
+    import pickle
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = str(e).strip().splitlines()
+        what = next((ln.strip() for ln in lines if "global" in ln.lower()), None)
+        if what is None:   # not a forbidden object but bytes that are no pickle at all: damage
+            raise
+        raise UnsafeFileError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers ({what}); "
+            "files are opened with weights_only=True so that a shared model file cannot run code. Delete it "
+            "and re-create it with this code (dvc repro), or fetch it again from a remote you trust") from e
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
@@ -124,5 +170,5 @@ def versions() -> dict[str, str]:
     import torchvision
 
     from . import __version__
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "torchvision": torchvision.__version__,
             "numpy": np.__version__, "bcos_lib": __version__}

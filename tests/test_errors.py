@@ -332,7 +332,7 @@ def test_damaged_model_file_raises_model_file_error(tmp_path, damage, message):
         save_model(tiny_model(), path)
         expect["expect_kwargs"] = {**SMALL, "channels": [8, 8, 16, 32]}
     elif damage == "other_weights":  # a file that claims bcos_cnn but holds the weights of another shape
-        ck = torch.load(path, weights_only=False)
+        ck = torch.load(path, weights_only=True)
         ck["state_dict"] = tiny_model(channels=[8, 8, 16, 32]).state_dict()
         torch.save(ck, path)
     with pytest.raises(ModelFileError) as e:
@@ -387,11 +387,11 @@ def test_damaged_training_checkpoint_raises_training_error(tmp_path, train_data,
     elif damage == "not_a_checkpoint":
         save_model(tiny_model("std_cnn"), ckpt)
     elif damage == "incomplete":
-        ck = torch.load(ckpt, weights_only=False)
+        ck = torch.load(ckpt, weights_only=True)
         del ck["optimizer"]
         torch.save(ck, ckpt)
     elif damage == "other_model":  # the same fingerprint, but the code of the model changed since
-        ck = torch.load(ckpt, weights_only=False)
+        ck = torch.load(ckpt, weights_only=True)
         ck["model"] = tiny_model("std_cnn", channels=[8, 8, 16, 32]).state_dict()
         torch.save(ck, ckpt)
     damaged = ckpt.read_bytes()

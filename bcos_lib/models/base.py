@@ -70,7 +70,10 @@ class ImageClassifier(nn.Module):
 
 
 def prepare_input(model: nn.Module, images: Tensor) -> Tensor:
-    """``model.prepare_input(images)`` for project models, ``images`` for any other module."""
+    """``model.prepare_input(images)`` for project models (also inside a DistributedDataParallel
+    wrapper, as the training step sees them under ``torchrun``), ``images`` for any other module."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     return model.prepare_input(images) if isinstance(model, ImageClassifier) else images
 
 

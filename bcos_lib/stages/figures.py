@@ -15,7 +15,7 @@ import torch
 
 from ..methods import ModelResult, list_methods, method_of
 from ..pipeline import Run, save_figure
-from ..utils import atomic_write
+from ..utils import atomic_write, safe_torch_load
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -36,7 +36,7 @@ def collect_results(run: Run) -> dict[str, ModelResult]:
             explain=_read_json(run.path("results", "explain", key, "metrics.json")),
             evaluate=_read_json(run.path("results", "evaluate", key, "metrics.json")),
             history=pd.read_csv(h) if h.is_file() else None, tables=tables,
-            explanations=torch.load(e, weights_only=False) if e.is_file() else None)
+            explanations=safe_torch_load(e) if e.is_file() else None)
     return res
 
 

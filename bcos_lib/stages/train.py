@@ -1,6 +1,15 @@
-"""Stage train: fit one model of params.yaml `models` and write it with its metrics."""
+"""Stage train: fit one model of params.yaml `models` and write it with its metrics.
+
+With ``BCOS_NPROC=N`` (N > 1; ``make repro NPROC=N`` sets it) the stage trains data-parallel
+on N processes: it runs itself under ``torchrun --standalone --nproc_per_node N`` (one GPU
+each, NCCL; gloo on a CPU machine), rank 0 writes the outputs, and the notebook reads them.
+"""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -11,7 +20,7 @@ from ..data import subset
 from ..methods import EvalContext, get_metric, method_of, method_options, metric_options
 from ..pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
 from ..registry import create_model
-from ..train import config_fingerprint, fit
+from ..train import config_fingerprint, fit, is_main_process
 from ..utils import set_seed, versions, write_json
 
 
@@ -65,6 +74,9 @@ def epoch_evaluation(run: Run, key: str, test_ds: Any) -> Callable[[Any], dict[s
 
 def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``models.<key>``; write the model, metrics.json and history.csv; return the metrics."""
+    nproc = int(os.environ.get("BCOS_NPROC") or 1)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return run_data_parallel(run, key, nproc, log)
     p = run.params
     entry, tcfg = p.model(key), p.train_config(key)
     method = method_of(entry.arch)
@@ -89,6 +101,8 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
                   fingerprint=fingerprint, progress=progress, log=log, hooks=hooks,
                   epoch_eval=epoch_eval)
     seconds = time.time() - t0
+    if not is_main_process():
+        return {}   # rank 0 writes the outputs
     final = history[-1]
     metrics = {"model": key, "arch": entry.arch, "method": method.name, "test_accuracy": round(final["test_accuracy"], 4),
                "test_loss": round(final["test_loss"], 6), "train_loss": round(final["train_loss"], 6),
@@ -106,3 +120,30 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     log(f"{key}: test accuracy {metrics['test_accuracy']:.2f} % after {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}"
         " (the time is in results/timing/)")
     return metrics
+
+
+def run_data_parallel(run: Run, key: str, nproc: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``models.<key>`` on ``nproc`` processes (torchrun) with the project's params.yaml and
+    ``run``'s profile and output folder; return the metrics rank 0 wrote."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "bcos_lib.stages.train", "--profile", run.params.base.profile, "--output-dir", str(run.out), key]
+    log(f"training {key} data-parallel on {nproc} processes: {' '.join(cmd[2:])}")
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in p.stdout.splitlines():
+        log(line)
+    if p.returncode != 0:
+        raise RuntimeError(f"data-parallel training of {key} failed (torchrun exit {p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(run.path("results", "train", key, "metrics.json").read_text())
+
+
+if __name__ == "__main__":   # what run_data_parallel starts on every rank
+    import argparse
+
+    from ..pipeline import setup
+    parser = argparse.ArgumentParser(description="train one model of params.yaml (a rank of a torchrun)")
+    parser.add_argument("--profile")
+    parser.add_argument("--output-dir")
+    parser.add_argument("key")
+    args = parser.parse_args()
+    run(setup(args.profile, args.output_dir), args.key, progress=False,
+        log=print if is_main_process() else (lambda s: None))

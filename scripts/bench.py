@@ -1,0 +1,327 @@
+"""`make bench`: the price of interpretability, as ratios measured side by side in one process.
+
+Every row compares an interpretable computation A with its plain counterpart B on the same
+inputs, with the same threads: the two are run alternately (A B, B A, A B, …, so that a
+burst of load from other programs falls on both), ``--repeats`` times, and each repetition
+gives one ratio A ÷ B of this process's CPU time (steadier than wall time on a shared
+machine; wall-time ratios are recorded too).  The table shows the median ratio and the
+spread (the smallest and largest of the repetitions' ratios).  Rows:
+
+* layers, forward + backward: B-cos conv (MaxOut 1, 2) ÷ ``nn.Conv2d`` over the conv layers of
+  the pipeline's B-cos CNN (params.yaml ``models.bcos_cnn``, the training batch size) and at
+  batch 64, 64→64 channels, 32×32, 3×3 (B-cos v2 §3; the floors are ≈ 1 and ≈ 2: a MaxOut-2
+  unit is two convolutions); the other interpretable layer families found in
+  ``bcos_lib.layers`` at run time (DAU ÷ conv, LWTA ÷ ReLU, the class-specific gate's
+  overhead), or "not present";
+* training throughput (images/s, forward + backward + optimiser step) of each interpretable
+  model of params.yaml ÷ its standard twin, and of the B-cos CNN with the hardware options
+  (channels_last, bf16 autocast) ÷ without;
+* explanations: ``explain`` on a batch ÷ a loop over its images (the ratio is loop time ÷
+  batched time, a speed-up), and the grid pointing game batched ÷ a per-class loop
+  (``scripts/bench_evaluate.py``).
+
+    python scripts/bench.py              # the full table (≈ 3–4 min on 2 cores), results/bench.json
+    python scripts/bench.py --quick      # small shapes, 3 repetitions: that it runs (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bcos_lib import create_model, prepare_input  # noqa: E402
+from bcos_lib import layers as L  # noqa: E402
+from bcos_lib.explain import explain  # noqa: E402
+from bcos_lib.utils import keep_freed_memory  # noqa: E402
+
+
+@dataclass
+class Row:
+    group: str
+    name: str
+    ratio: float | None = None          # median of the repetitions' CPU-time ratios
+    low: float | None = None
+    high: float | None = None
+    wall_ratio: float | None = None     # median wall-time ratio
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+def timed(fn: Callable[[], object], inner: int) -> tuple[float, float]:
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.process_time() - c0) / inner, (time.perf_counter() - w0) / inner
+
+
+def compare(a: Callable[[], object], b: Callable[[], object], repeats: int, inner: int) -> dict:
+    """Interleaved timing of a and b; per repetition the ratio a ÷ b (CPU and wall time)."""
+    a(), b()  # warm-up: allocator, kernels, autograd graphs
+    cpu, wall, ta, tb = [], [], [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            ca, wa = timed(a, inner)
+            cb, wb = timed(b, inner)
+        else:
+            cb, wb = timed(b, inner)
+            ca, wa = timed(a, inner)
+        cpu.append(ca / cb)
+        wall.append(wa / wb)
+        ta.append(ca)
+        tb.append(cb)
+    return {"ratio": statistics.median(cpu), "low": min(cpu), "high": max(cpu), "wall_ratio": statistics.median(wall),
+            "a_cpu_s": statistics.median(ta), "b_cpu_s": statistics.median(tb)}
+
+
+def fwd_bwd(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    x = x.clone().requires_grad_(True)
+
+    def run() -> None:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        module(x).sum().backward()
+    return run
+
+
+def stack(modules: list[nn.Module], inputs: list[torch.Tensor]) -> Callable[[], None]:
+    runs = [fwd_bwd(m, x) for m, x in zip(modules, inputs)]
+
+    def run() -> None:
+        for r in runs:
+            r()
+    return run
+
+
+def pipeline_conv_shapes(entry_kwargs: dict, batch: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(N, C_in, H, W, C_out, stride) of every B-cos conv of the pipeline's B-cos CNN (forward hooks)."""
+    model = create_model("bcos_cnn", **entry_kwargs).eval()
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(
+        (batch, i[0].shape[1], i[0].shape[2], i[0].shape[3], m.out_channels, m.stride if isinstance(m.stride, int)
+         else m.stride[0]))) for m in model.modules() if isinstance(m, L.BcosConv2d) and m.kernel_size not in (1, (1, 1))]
+    with torch.no_grad():
+        model(prepare_input(model, torch.rand(1, model.image_channels, 28, 28)))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def conv_rows(shapes_name: str, shapes: list[tuple], repeats: int, inner: int) -> list[Row]:
+    rows = []
+    xs = [torch.rand(n, c, h, w) for n, c, h, w, _, _ in shapes]
+    plain = [nn.Conv2d(c, o, 3, stride=s, padding=1, bias=False) for _, c, _, _, o, s in shapes]
+    for max_out, target in ((1, 1.15), (2, 2.2)):
+        bcos = [L.BcosConv2d(c, o, 3, stride=s, padding=1, b=2.0, max_out=max_out) for _, c, _, _, o, s in shapes]
+        m = compare(stack(bcos, xs), stack(plain, xs), repeats, inner)
+        rows.append(Row("layers", f"B-cos conv MaxOut {max_out} ÷ nn.Conv2d, {shapes_name}",
+                        m["ratio"], m["low"], m["high"], m["wall_ratio"], f"≤ {target}", m["ratio"] <= target,
+                        detail=m))
+    return rows
+
+
+def layer_family_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
+    """The other interpretable layer families, discovered in bcos_lib.layers by name."""
+    rows = []
+    n, c, hw = (8, 16, 16) if quick else (64, 64, 32)
+    x = torch.rand(n, c, hw, hw)
+    families = {"DAU": ("dau", "Dynamic alignment unit (CoDA Nets) ÷ nn.Conv2d"),
+                "LWTA": ("lwta", "LWTA ÷ ReLU"), "Gate": ("gate", "class-specific gate overhead")}
+    exported = {name: getattr(L, name) for name in dir(L) if inspect.isclass(getattr(L, name))
+                and issubclass(getattr(L, name), nn.Module)}
+    for family, (key, title) in families.items():
+        found = [cls for name, cls in exported.items() if key in name.lower()]
+        if not found:
+            rows.append(Row("layers", title, note=f"not present (no {family} layer in bcos_lib.layers)"))
+            continue
+        cls = found[0]
+        try:
+            if family == "DAU":
+                a, b = cls(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+            elif family == "LWTA":
+                a, b = cls(), nn.ReLU()
+            else:
+                a, b = cls(c), nn.Identity()
+            m = compare(fwd_bwd(a, x), fwd_bwd(b, x), repeats, inner)
+            rows.append(Row("layers", f"{title} ({cls.__name__})", m["ratio"], m["low"], m["high"], m["wall_ratio"],
+                            detail=m))
+        except Exception as e:  # noqa: BLE001 - a layer whose constructor differs: say so, do not guess
+            rows.append(Row("layers", f"{title} ({cls.__name__})",
+                            note=f"present but not measured: {type(e).__name__}: {e}"))
+    return rows
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last: bool = False,
+               bf16: bool = False) -> Callable[[], None]:
+    from bcos_lib.train import loss_fn
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inp = prepare_input(model, x)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    loss_name = getattr(model, "default_loss", "ce")
+
+    def run() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(inp)
+        loss = loss_fn(loss_name, out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return run
+
+
+def training_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
+    from bcos_lib.config import load_params
+    from bcos_lib.methods import method_of
+    params = load_params()
+    batch = 32 if quick else params.train.batch_size
+    x, y = torch.rand(batch, 1, 28, 28), torch.arange(batch) % 10
+    entries = {k: e for k, e in params.models.items() if not e.group}
+    std = {e.arch: (k, e) for k, e in entries.items() if method_of(e.arch).name == method_of("std_cnn").name}
+    rows = []
+    for key, e in entries.items():
+        if e.arch in std:
+            continue
+        twin_arch = "std_" + e.arch.split("_", 1)[-1]
+        if twin_arch not in std:
+            rows.append(Row("training", f"{key} ÷ standard twin", note=f"no standard twin ({twin_arch}) in params.yaml"))
+            continue
+        twin_key, twin = std[twin_arch]
+        kw = dict(e.kwargs)
+        if quick:
+            kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
+        tkw = {k: v for k, v in twin.kwargs.items()}
+        if quick:
+            tkw["channels"], tkw["strides"] = [8, 8, 16], [1, 2, 2]
+        torch.manual_seed(0)
+        a, b = train_step(create_model(e.arch, **kw), x, y), train_step(create_model(twin_arch, **tkw), x, y)
+        m = compare(b, a, repeats, inner)   # throughput ratio = time(twin) ÷ time(interpretable)
+        target = 0.7 if e.arch == "bcos_cnn" else None
+        rows.append(Row("training", f"training images/s: {key} ÷ {twin_key} (batch {batch})", m["ratio"], m["low"],
+                        m["high"], m["wall_ratio"], f"≥ {target}" if target else "",
+                        None if target is None else m["ratio"] >= target, detail=m))
+        if e.arch == "bcos_cnn":
+            for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
+                torch.manual_seed(0)
+                on = train_step(create_model(e.arch, **kw), x, y, **opts)
+                off = train_step(create_model(e.arch, **kw), x, y)
+                m = compare(off, on, repeats, inner)
+                rows.append(Row("hardware", f"training images/s: {key} with {what} ÷ without", m["ratio"], m["low"],
+                                m["high"], m["wall_ratio"], detail=m))
+            for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
+                torch.manual_seed(0)
+                on = train_step(create_model(twin_arch, **tkw), x, y, **opts)
+                off = train_step(create_model(twin_arch, **tkw), x, y)
+                m = compare(off, on, repeats, inner)
+                rows.append(Row("hardware", f"training images/s: {twin_key} with {what} ÷ without", m["ratio"],
+                                m["low"], m["high"], m["wall_ratio"], detail=m))
+    return rows
+
+
+def explanation_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]:
+    from bcos_lib.config import load_params
+    entry = load_params().model("bcos_cnn")
+    kw = dict(entry.kwargs)
+    if quick:
+        kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
+    torch.manual_seed(0)
+    model = create_model("bcos_cnn", **kw).eval()
+    n = 8 if quick else 32
+    x = prepare_input(model, torch.rand(n, 1, 28, 28))
+    m = compare(lambda: [explain(model, x[i:i + 1], colour=False) for i in range(n)],
+                lambda: explain(model, x, colour=False), repeats, inner)
+    rows = [Row("explanations", f"explanation speed-up: one-image loop ÷ batched explain ({n} images)", m["ratio"],
+                m["low"], m["high"], m["wall_ratio"], "≥ 1", m["ratio"] >= 1, detail=m)]
+    spec = importlib.util.spec_from_file_location("bench_evaluate", ROOT / "scripts" / "bench_evaluate.py")
+    be = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(be)
+    from bcos_lib.metrics import make_grids
+    ds = be.load_test_images(data, 1000)
+    pool = {c: torch.nonzero(ds.labels == c).flatten() for c in range(ds.num_classes)}
+    g = 2 if quick else 3
+    n_grids = 2 if quick else 4
+    grids, classes = make_grids(ds, pool, g, n_grids, seed=0)
+    m = compare(lambda: be.loop_scores(model, grids, classes, g),
+                lambda: be.batched_scores(model, grids, classes, g, n_grids), repeats, inner)
+    diff = float((be.loop_scores(model, grids, classes, g) - be.batched_scores(model, grids, classes, g, n_grids))
+                 .abs().max())
+    rows.append(Row("explanations", f"grid evaluation speed-up: per-class loop ÷ batched ({n_grids} {g}×{g} grids)",
+                    m["ratio"], m["low"], m["high"], m["wall_ratio"], "≥ 1", m["ratio"] >= 1,
+                    note=f"largest score difference {diff:.1e}", detail=m))
+    return rows
+
+
+def fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| measurement | ratio (median CPU time) | spread (min–max) | wall-time ratio | target | met |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        name = r.name + (f" — {r.note}" if r.note else "")
+        spread = "—" if r.low is None else f"{r.low:.2f}–{r.high:.2f}"
+        lines.append(f"| {name} | {fmt(r.ratio)} | {spread} | {fmt(r.wall_ratio)} | {r.target} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shapes and 3 repetitions (CI: that it runs)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per row (default 7; quick 3)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--data", default=str(ROOT / "data" / "fashion-mnist"))
+    p.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    repeats = args.repeats or (3 if args.quick else 7)
+    inner = 1 if args.quick else 3
+    from bcos_lib.config import load_params
+    params = load_params()
+    rows: list[Row] = []
+    batch = 8 if args.quick else params.train.batch_size
+    kw = dict(params.model("bcos_cnn").kwargs)
+    if args.quick:
+        kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
+    rows += conv_rows(f"pipeline B-cos CNN's conv layers (batch {batch})", pipeline_conv_shapes(kw, batch),
+                      repeats, inner)
+    big = (4, 16, 16, 16, 16, 1) if args.quick else (64, 64, 32, 32, 64, 1)
+    rows += conv_rows(f"batch {big[0]}, {big[1]}→{big[4]}, {big[2]}×{big[3]}, 3×3", [big], repeats, inner)
+    rows += layer_family_rows(repeats, inner, args.quick)
+    rows += training_rows(repeats, inner, args.quick)
+    rows += explanation_rows(repeats, inner, args.quick, Path(args.data))
+    text = table(rows)
+    print(f"{torch.get_num_threads()} thread(s), {repeats} interleaved repetitions per row, CPU-time ratios "
+          f"({platform.processor() or platform.machine()}, torch {torch.__version__})")
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "repeats": repeats, "quick": args.quick,
+                               "torch": str(torch.__version__), "rows": [r.__dict__ for r in rows]}, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
