@@ -232,6 +232,18 @@ def _maps(ctx: EvalContext, method: str, images: Tensor) -> tuple[np.ndarray, np
                             ctx.device, **opts)
 
 
+def _ranking_maps(ctx: EvalContext, method: str, images: Tensor, skipped: dict[str, str],
+                  metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_maps`, or None (recorded in ``skipped`` and logged) when every map is constant and
+    so ranks no pixel."""
+    maps, predicted = _maps(ctx, method, images)
+    if _degenerate(maps):
+        skipped[method] = "every attribution map is constant, so it ranks no pixel"
+        ctx.log(f"evaluate: skipping {method!r} for {metric}: {skipped[method]}")
+        return None
+    return maps, predicted
+
+
 def insertion_metric(ctx: EvalContext) -> MetricResult | None:
     """Insertion curves (most important first; random: the baseline) and their areas."""
     from .metrics import deletion_auc, pixel_deletion
@@ -258,11 +270,10 @@ def road_metric(ctx: EvalContext) -> MetricResult | None:
     images = ctx.test_data.images[faithfulness_sample(ctx.test_data, o.n_images, ctx.seed)]
     rows, stats = [], {}
     for m in methods:
-        maps, predicted = _maps(ctx, m, images)
-        if _degenerate(maps):
-            skipped[m] = "every attribution map is constant, so it ranks no pixel"
-            ctx.log(f"evaluate: skipping {m!r} for ROAD: {skipped[m]}")
+        ranked = _ranking_maps(ctx, m, images, skipped, "ROAD")
+        if ranked is None:
             continue
+        maps, predicted = ranked
         stats[m] = {}
         for order in ("morf", "lerf"):
             acc = road_curve(ctx.model, images, maps, predicted, o.percentages, order, o.noise, ctx.seed,
@@ -285,11 +296,10 @@ def faithfulness_correlation_metric(ctx: EvalContext) -> MetricResult | None:
     subset = max(1, round(o.subset_fraction * images.shape[-1] * images.shape[-2]))
     rows, stats = [], {}
     for m in methods:
-        maps, predicted = _maps(ctx, m, images)
-        if _degenerate(maps):
-            skipped[m] = "every attribution map is constant, so it ranks no pixel"
-            ctx.log(f"evaluate: skipping {m!r} for faithfulness correlation: {skipped[m]}")
+        ranked = _ranking_maps(ctx, m, images, skipped, "faithfulness correlation")
+        if ranked is None:
             continue
+        maps, predicted = ranked
         r = faithfulness_correlation(ctx.model, images, maps, predicted, o.nr_runs, subset, ctx.seed, ctx.device)
         ok = np.isfinite(r)
         stats[m] = {"mean": float(r[ok].mean()) if ok.any() else 0.0,
