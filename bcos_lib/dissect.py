@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .layers.lwta import LWTA
 from .models.base import prepare_input
+from .utils import evaluating
 
 __all__ = ["ACTIVATIONS", "activation_layers", "last_hidden_layer", "layer_activations", "activation_density",
            "soft_wpmi", "Dissection", "dissect", "readout_weights", "dissection_quality"]
@@ -80,14 +81,12 @@ def layer_activations(model: nn.Module, images: Tensor, layer: str, batch_size: 
     module = _module(model, layer)
     captured: list[Tensor] = []
     handle = module.register_forward_hook(lambda m, i, o: captured.append(_per_neuron(o).float().cpu()))
-    was = model.training
-    model.eval()
-    try:
-        for i in range(0, len(images), batch_size):
-            model(prepare_input(model, images[i:i + batch_size].to(device)))
-    finally:
-        handle.remove()
-        model.train(was)
+    with evaluating(model):
+        try:
+            for i in range(0, len(images), batch_size):
+                model(prepare_input(model, images[i:i + batch_size].to(device)))
+        finally:
+            handle.remove()
     return torch.cat(captured)
 
 
@@ -107,15 +106,13 @@ def activation_density(model: nn.Module, images: Tensor, batch_size: int = 256,
             counts[name][1] += o.numel()
             units[name] = o.shape[1] if o.dim() == 4 else o.shape[-1]
         handles.append(_module(model, name).register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        for i in range(0, len(images), batch_size):
-            model(prepare_input(model, images[i:i + batch_size].to(device)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    with evaluating(model):
+        try:
+            for i in range(0, len(images), batch_size):
+                model(prepare_input(model, images[i:i + batch_size].to(device)))
+        finally:
+            for h in handles:
+                h.remove()
     modules = dict(model.named_modules())
     rows = [{"layer": n, "index": k + 1, "units": units.get(n, 0),
              "competitors": getattr(modules[n], "competitors", 1),
@@ -196,9 +193,7 @@ def readout_weights(model: nn.Module, layer: str, images: Tensor | None = None, 
                          f"pass probe images")
     module = _module(model, layer)
     total: Tensor | None = None
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for i in range(0, len(images), batch_size):
             shift: list[Tensor] = []
 
@@ -217,8 +212,6 @@ def readout_weights(model: nn.Module, layer: str, images: Tensor | None = None, 
                 handle.remove()
             batch = torch.stack(rows).float().cpu()
             total = batch if total is None else total + batch
-    finally:
-        model.train(was)
     return total / len(images)
 
 

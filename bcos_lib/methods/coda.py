@@ -38,6 +38,7 @@ from ..models.base import prepare_input
 from ..models.cnn import FMNIST_MEAN, FMNIST_STD, ConvNet
 from ..paper import CODA_CIFAR10_LOCALISATION, CODA_LOCALISATION_BY_T
 from ..registry import register_model
+from ..utils import evaluating
 from . import EvalContext, Method, Metric, MetricResult, ModelResult, register_method, register_metric, results_of
 
 __all__ = ["CoDANet", "CoDAHybrid", "SumPool2d", "coda_net", "coda_hybrid", "explain_at_dau_input",
@@ -227,13 +228,9 @@ def explain_at_dau_input(model: CoDAHybrid, x: Tensor, targets: Tensor, upsample
 
     if not isinstance(model, CoDAHybrid):
         raise TypeError(f"explain_at_dau_input needs a CoDA hybrid (coda_hybrid), got {type(model).__name__}")
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad():
             h = model.stem(x)
-    finally:
-        model.train(was)
     e = explain(model.dau_part(), h, targets, colour=False)
     maps = e.contribution_map.detach()
     if upsample and maps.shape[-2:] != x.shape[-2:]:

@@ -38,6 +38,7 @@ from ..layers import LWTA, Normalize
 from ..models.cnn import DEFAULT_CHANNELS, DEFAULT_STRIDES, FMNIST_MEAN, FMNIST_STD, ConvNet
 from ..models.vit import PositionEmbedding, VisionTransformer
 from ..registry import register_model
+from ..utils import evaluating
 from . import (EvalContext, Method, Metric, MetricResult, ModelResult, StepInfo, StepOutput, TrainHooks,
                register_method, register_metric)
 
@@ -373,13 +374,11 @@ def winning_neurons(model: nn.Module, images: Tensor, layer: str, n_neurons: int
 
     captured: list[Tensor] = []
     handle = _module(model, layer).register_forward_hook(lambda m, i, o: captured.append(o.detach().float()))
-    was = model.training
-    model.eval()
-    try:
-        logits = model(prepare_input(model, images))
-    finally:
-        handle.remove()
-        model.train(was)
+    with evaluating(model):
+        try:
+            logits = model(prepare_input(model, images))
+        finally:
+            handle.remove()
     out = captured[0]
     if out.dim() == 3:  # (N, tokens, C) → (N, C, h, w) on the token grid
         side = math.isqrt(out.shape[1])
