@@ -10,6 +10,7 @@ import yaml
 
 from bcos_lib.config import ConfigError, deep_merge, load_params, parse_params, set_profile
 from bcos_lib.paths import project_root
+from _make import make
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +138,7 @@ def test_make_repro_profile_sets_the_profile_before_dvc_repro():
     """What `make repro PROFILE=tiny` runs (make -n: nothing runs; -o data -o setup: not the set-up):
     dvc.yaml regenerated, the profile set, then dvc repro."""
     def commands(*args: str) -> list[str]:
-        p = subprocess.run(["make", "-n", "-o", "data", "-o", "setup", "repro", *args], cwd=project_root(),
-                           capture_output=True, text=True, check=True)
+        p = make(["-n", "-o", "data", "-o", "setup", "repro", *args], project_root(), check=True)
         return p.stdout.strip().splitlines()
 
     with_profile = commands("PROFILE=tiny")

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from test_dvc_pipeline import BIN, DATA, copy_project
+from _make import top_level_env
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = BIN.parent
@@ -49,8 +50,8 @@ def one_model(path: Path, profile: str = "default") -> None:
 
 
 def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("BCOS_OUTPUT_ROOT", "BCOS_PROJECT_ROOT", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "MAKEFLAGS")}
+    env = {k: v for k, v in top_level_env().items()
+           if k not in ("BCOS_OUTPUT_ROOT", "BCOS_PROJECT_ROOT", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _make import make
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ["01_bcos_transform.ipynb", "02_alignment_pressure.ipynb", "03_dynamic_linearity.ipynb"]
@@ -112,7 +113,7 @@ def test_lab_command_allows_root_only_as_root_and_never_opens_a_browser_headless
 
 
 def test_make_lab_runs_the_lab_script():
-    r = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = make(["-n", "lab"], ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].endswith("python scripts/lab.py"), r.stdout
 
