@@ -188,14 +188,15 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
         models[key] = {"method": _method_file(entry.arch, root),
                        "start": f"models/{entry.init_from}.pt" if entry.init_from else "results/data/summary.json"}
 
-    def per_model(stage: str, deps: list[str], params_: list[str], outs: list[Any], metrics: str,
+    def per_model(stage: str, deps: list[str], params_: list[str], outs: list[Any], summary: str,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        # the stage's full metrics.json is a plain (git-tracked) output; what DVC shows as
+        # metrics is the figures stage's results/metrics/<key>.json (bcos_lib.headline)
         return {"foreach": models, "do": {
             "cmd": _cmd(stage, "key"),
             "deps": deps,
             "params": params_,
-            "outs": outs,
-            "metrics": [{metrics: {"cache": False, "persist": True}}],
+            "outs": [*outs, {summary: {"cache": False, "persist": True}}],
             **(extra or {})}}
 
     def persist(path: str) -> dict[str, Any]:
@@ -207,8 +208,8 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
             "cmd": _cmd("data"),
             "deps": ["data", *_code_deps("data", root)],  # validation of params.yaml loads every method
             "params": ["base", "data", "profiles"],
-            "outs": [persist("results/notebooks/10_data.ipynb"), persist("results/data/samples.png")],
-            "metrics": [{"results/data/summary.json": {"cache": False, "persist": True}}],
+            "outs": [persist("results/notebooks/10_data.ipynb"), persist("results/data/samples.png"),
+                     {"results/data/summary.json": {"cache": False, "persist": True}}],
         },
         "train": per_model(
             "train", ["${item.start}", "${item.method}", *_code_deps("train", root, per_model=True)],
@@ -236,6 +237,9 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
             "outs": [{"figures": {"cache": False, "persist": True}},
                      {"results/report.md": {"cache": False, "persist": True}},
                      persist("results/notebooks/50_figures.ipynb")],
+            # DVC has no directory metrics: one entry per model (bcos_lib.headline)
+            "metrics": [*({f"results/metrics/{key}.json": {"cache": False, "persist": True}} for key in models),
+                        {"results/summary.json": {"cache": False, "persist": True}}],
         },
         "readme": {"cmd": "python -m bcos_lib.report",
                    "deps": ["results/report.md", *_compress(code_closure([f"{PACKAGE}.report"], root), root)]},

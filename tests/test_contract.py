@@ -6,6 +6,8 @@ registries reject what they should.
 """
 from __future__ import annotations
 
+import json
+
 import textwrap
 from dataclasses import dataclass
 
@@ -168,6 +170,10 @@ def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_pat
     report = written["report"].read_text()
     assert "### Toy method" in report and "`toy`: mean logit" in report
     assert "`toy`" in report.split("### Toy method")[0]  # in the shared accuracy/localisation tables too
+    # and in what DVC shows as metrics, with the keys every model has
+    head = json.loads(written["metrics/toy"].read_text())
+    assert set(head) == {"accuracy", "loc_own", "loc_posthoc", "del_own"}
+    assert head["loc_own"] == pytest.approx(s["localisation"]["methods"]["own"]["mean"], abs=1e-4)
 
 
 def test_method_options_are_validated_before_anything_runs(toy_method, tmp_path):

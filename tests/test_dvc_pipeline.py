@@ -9,6 +9,8 @@ README's results section; the second, after the library has been imported and by
 """
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -85,6 +87,8 @@ def test_dvc_repro_runs_everything_then_nothing(tmp_path):
     assert {"training_curves.png", "explanations.png", "localisation.png", "deletion.png"} <= set(figures), figures
     report = (root / "results" / "report.md").read_text()
     assert "### Accuracy" in report and "profile: tiny" in report
+    assert sorted(p.name for p in (root / "results" / "metrics").glob("*.json")) == ["bcos_cnn.json", "std_cnn.json"]
+    assert set(json.loads((root / "results" / "summary.json").read_text())) == {"margin", "margin_low"}
     readme = (root / "README.md").read_text()
     section = readme.split(START, 1)[1].split(END, 1)[0]
     assert PLACEHOLDER not in section and section.strip() == report.strip()

@@ -1,4 +1,5 @@
-"""Stage figures: every figure under figures/ and the results tables in results/report.md.
+"""Stage figures: every figure under figures/, the results tables in results/report.md and
+the headline numbers that DVC shows as metrics (results/metrics/<key>.json, results/summary.json).
 
 The shared figures (training curves, explanations, localisation, deletion) cover the models of
 no ``group``; each registered method then adds its own figures and its report section
@@ -67,9 +68,11 @@ def shared_figures(res: dict[str, ModelResult]) -> dict[str, Any]:
 
 
 def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Write every figure under figures/ and the results tables to results/report.md."""
+    """Write every figure under figures/, the results tables to results/report.md and the
+    headline metrics to results/metrics/ (:mod:`bcos_lib.headline`)."""
     import matplotlib.pyplot as plt
 
+    from ..headline import write_headlines
     from ..report import make_report
 
     res = collect_results(run)
@@ -90,6 +93,8 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
             written[name] = save_figure(run, fig, name)
             plt.close(fig)
     report = make_report(res, sections, figures=sorted(written))
+    n_figures = len(written)
     written["report"] = atomic_write(run.path("results", "report.md"), lambda tmp: Path(tmp).write_text(report))
-    log(f"wrote {len(written) - 1} figures to figures/ and results/report.md")  # no absolute path: same bytes in every clone
+    written.update(write_headlines(res, run.path("results")))
+    log(f"wrote {n_figures} figures to figures/, results/report.md, results/metrics/ and results/summary.json")  # no absolute path: same bytes in every clone
     return written

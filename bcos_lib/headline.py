@@ -1,0 +1,96 @@
+"""The few numbers per model that ``dvc metrics show`` and ``dvc metrics diff`` compare.
+
+The stages write everything they measure to ``results/<stage>/<key>/metrics.json`` (and long
+tables to CSV); those files are plain outputs, read by the report.  What DVC shows as
+*metrics* is one small file per model, ``results/metrics/<key>.json``, with the same few keys
+for every model, so that ``dvc metrics show`` is a table of one row per model and a handful
+of columns (it fits a 120-column terminal) and ``dvc metrics diff`` between two experiments
+says at a glance whether the central claim moved:
+
+``accuracy``
+    test accuracy (%) of the trained model;
+``loc_own``
+    grid-pointing localisation of the model's own explanation (B-cos v2 §5.1: the share of
+    positive attribution that falls in the cell of the class explained), when it has one;
+``loc_posthoc``
+    the best post-hoc method's localisation on the same model (the baseline the own
+    explanation is compared with);
+``del_own``
+    pixel deletion, area under the target-probability curve with the own explanation's most
+    important pixels removed first (lower is better).
+
+A model that was not scored on a number has no key for it (DVC shows "-").
+
+Beside them, ``results/summary.json`` holds the pipeline's central comparison with names no
+other file uses, so that ``dvc exp show`` gives them short column headers:
+
+``margin``
+    the best own explanation's localisation minus the best post-hoc explanation's, over the
+    models of no group (:func:`bcos_lib.report.localisation_margin`);
+``margin_low``
+    the lower end of its bootstrap 95 % interval (above 0: the own explanation localises
+    better beyond the sampling noise of the grids).
+
+Everything
+else (each method's metrics, confidence intervals, the faithfulness metrics) stays in the
+stages' metrics.json files and in the README's results tables.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+from .methods import ModelResult
+from .report import localisation_margin
+from .utils import atomic_write
+
+__all__ = ["HEADLINE_KEYS", "headline", "summary", "write_headlines"]
+
+HEADLINE_KEYS = ("accuracy", "loc_own", "loc_posthoc", "del_own")
+_DIGITS = 4
+
+
+def headline(r: ModelResult) -> dict[str, float]:
+    """The headline numbers of one model (a subset of :data:`HEADLINE_KEYS`, rounded)."""
+    out: dict[str, float] = {}
+    if r.train and r.train.get("test_accuracy") is not None:
+        out["accuracy"] = float(r.train["test_accuracy"])
+    loc = (r.metric("localisation") or {}).get("methods", {})
+    if "own" in loc:
+        out["loc_own"] = float(loc["own"]["mean"])
+    posthoc = [s["mean"] for m, s in loc.items() if m != "own"]
+    if posthoc:
+        out["loc_posthoc"] = float(max(posthoc))
+    dele = (r.metric("deletion") or {}).get("methods", {})
+    if "own" in dele:
+        out["del_own"] = float(dele["own"]["auc_most"])
+    return {k: round(v, _DIGITS) for k, v in out.items()}
+
+
+def summary(results: Mapping[str, ModelResult]) -> dict[str, float]:
+    """``margin`` and ``margin_low`` of the models of no group (empty when there is no own and
+    post-hoc localisation with intervals to compare)."""
+    loc = {r.key: r.metric("localisation") for r in results.values()
+           if not r.entry.group and r.metric("localisation")}
+    m = localisation_margin(loc)
+    return {} if m is None else {"margin": round(m["margin"], _DIGITS), "margin_low": round(m["ci_low"], _DIGITS)}
+
+
+def _write_json(path: Path, data: Mapping[str, float]) -> Path:
+    text = json.dumps(dict(data), indent=2) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_headlines(results: Mapping[str, ModelResult], results_dir: Path) -> dict[str, Path]:
+    """``<results_dir>/metrics/<key>.json`` for every model and ``<results_dir>/summary.json``,
+    each written atomically; files of models no longer in params.yaml are removed (DVC would
+    otherwise keep showing them)."""
+    out_dir = results_dir / "metrics"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {f"metrics/{key}": _write_json(out_dir / f"{key}.json", headline(r)) for key, r in results.items()}
+    for stale in out_dir.glob("*.json"):
+        if stale.stem not in results:
+            stale.unlink()
+    written["summary"] = _write_json(results_dir / "summary.json", summary(results))
+    return written
