@@ -228,6 +228,59 @@ def test_fused_explanation_node_matches_the_usual_graph(case, b, max_out, scale)
     assert not layer.explanation_mode and BcosConv2d.fused_explanation
 
 
+@pytest.mark.parametrize("case", CONV_CASES + [(1, 4, 3, 1, 1, 1, 1)],
+                         ids=lambda c: "c{}-{}_k{}_s{}_p{}_d{}_g{}".format(*c))
+@pytest.mark.parametrize("b, max_out, scale", [(2.0, 1, None), (2.0, 2, 0.7), (1.5, 1, None), (2.5, 3, 0.7)])
+def test_fused_training_node_matches_the_usual_graph(case, b, max_out, scale):
+    """The training-mode conv layer as one autograd node with hand-written derivatives
+    (BcosConv2d.fused_training) gives the same output as the separate operations and the same
+    gradients with respect to the input (through the linear part and the patch norm) and the weights."""
+    layer, x = _conv(case, b, max_out, scale=scale), _input(case, n=3, size=6)
+    results = {}
+    for fused in (True, False):
+        layer.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        layer.fused_training = fused
+        try:
+            y = layer(xg)
+            go = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(2))
+            (y * go).sum().backward()
+            node = type(y.grad_fn).__name__
+        finally:
+            del layer.fused_training  # back to the class default
+        results[fused] = (y.detach(), xg.grad, layer.weight.grad.clone(), node)
+    (y1, gx1, gw1, node1), (y0, gx0, gw0, node0) = results[True], results[False]
+    assert node1 == "_BcosUnitBackward" and node0 != node1  # the fused node ran, and the usual graph did not
+    assert torch.equal(y1, y0)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gw1, gw0, rtol=1e-10, atol=1e-12)
+    assert BcosConv2d.fused_training
+
+
+def test_fused_training_node_passes_gradcheck():
+    """Finite differences agree with the hand-written derivatives of _BcosUnit (float64)."""
+    from bcos_lib.layers.bcos import _BcosUnit
+    gen = torch.Generator().manual_seed(0)
+    lin = torch.randn(2, 6, 4, 4, dtype=torch.float64, generator=gen).requires_grad_(True)
+    norm = (torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=gen) + 0.5).requires_grad_(True)
+    for b, max_out, scale in [(2.0, 1, 1.0), (2.0, 2, 0.7), (2.5, 3, 1.0), (1.5, 2, 2.0)]:
+        assert torch.autograd.gradcheck(lambda l, n: _BcosUnit.apply(l, n, b, max_out, scale), (lin, norm))
+
+
+def test_fused_training_node_with_bfloat16_matches_float32():
+    """Under bf16 the unit computes in float32 (norms and scales) and returns the input's dtype."""
+    torch.manual_seed(0)
+    layer = BcosConv2d(4, 8, 3, padding=1, max_out=2)
+    x = torch.rand(2, 4, 6, 6)
+    y32 = layer(x)
+    xb = x.bfloat16().requires_grad_(True)
+    yb = layer.bfloat16()(xb)
+    yb.sum().backward()
+    assert yb.dtype == torch.bfloat16 and xb.grad.dtype == torch.bfloat16
+    assert type(yb.grad_fn).__name__ == "_BcosUnitBackward"
+    torch.testing.assert_close(yb.float(), y32, rtol=0.05, atol=0.02)
+
+
 def test_one_channel_batch_convolved_image_by_image_is_the_same():
     """A one-channel batch that needs an input gradient is convolved image by image on the CPU (a
     faster backward pass): the output and the input gradient equal the batched convolution's."""
