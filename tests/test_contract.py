@@ -254,3 +254,17 @@ def test_dynamic_linearity_is_declared_not_inferred():
     model.dynamic_linear = False
     assert not model.explainable and not is_explainable(model)
     assert is_explainable(nn.Sequential(BcosConv2d(2, 4, 3)))  # a bare stack of layers: inferred
+
+
+def test_evaluate_tables_folder_holds_exactly_this_runs_tables(tmp_path):
+    """A metric set without tables still leaves the folder DVC tracks (the margin study's did not, and
+    `dvc repro` stopped on the missing output), and a table an earlier configuration wrote is gone."""
+    from bcos_lib.stages.evaluate import write_tables
+    folder = tmp_path / "evaluate" / "m" / "tables"
+    folder.mkdir(parents=True)
+    (folder / "deletion.csv").write_text("model,auc\nm,0.2\n")  # from an earlier configuration
+    write_tables({"localisation": pd.DataFrame({"model": ["m"], "score": [0.5]})}, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["localisation.csv"]
+    write_tables({}, folder)
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["tables"]  # no temporary folder left

@@ -7,7 +7,9 @@ table under ``results/evaluate/<key>/tables/``.
 """
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ..methods import EvalContext, get_metric, metric_options
@@ -42,11 +44,27 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
                 raise RuntimeError(f"metric {metric.name!r} writes a table {name!r} that another metric wrote too")
             tables[name] = df.assign(model=key)[["model", *df.columns]]
     out = run.path("results", "evaluate", key)
-    for name, df in tables.items():
-        write_csv(df, out / "tables" / f"{name}.csv")
+    write_tables(tables, out / "tables")
     write_json(summary, out / "metrics.json")
     write_timing(run, "evaluate", key, time.time() - t0, **seconds)
     return summary
+
+
+def write_tables(tables: dict[str, Any], folder: Path) -> Path:
+    """Write ``{name: DataFrame}`` as ``folder/<name>.csv`` so that ``folder`` holds exactly these
+    tables (an empty folder when there are none: DVC tracks the folder either way).  They are
+    written to a sibling folder first and swapped in, so a table an earlier configuration wrote
+    is not left behind for the figures to plot, and a failure leaves the old folder whole."""
+    fresh = folder.with_name(f".{folder.name}.new")
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    fresh.mkdir(parents=True)
+    for name, df in tables.items():
+        write_csv(df, fresh / f"{name}.csv")
+    if folder.exists():
+        shutil.rmtree(folder)
+    fresh.rename(folder)
+    return folder
 
 
 def localisation_table(summaries: dict[str, dict[str, Any]]):
