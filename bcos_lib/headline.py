@@ -31,9 +31,8 @@ other file uses, so that ``dvc exp show`` gives them short column headers:
     the lower end of its bootstrap 95 % interval (above 0: the own explanation localises
     better beyond the sampling noise of the grids).
 
-Everything
-else (each method's metrics, confidence intervals, the faithfulness metrics) stays in the
-stages' metrics.json files and in the README's results tables.
+Everything else (each method's metrics, confidence intervals, the faithfulness metrics) stays
+in the stages' metrics.json files and in the README's results tables.
 """
 from __future__ import annotations
 
