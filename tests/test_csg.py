@@ -131,6 +131,19 @@ def test_schedule_is_a_pure_function_of_the_epoch():
     assert [csg.is_csg_epoch(e, csg.CSGOptions(warmup_epochs=0, period=1)) for e in range(3)] == [True] * 3
 
 
+def test_alternation_by_step_gates_every_period_th_batch_after_the_warm_up():
+    from bcos_lib.methods import StepInfo
+    o = csg.CSGOptions(warmup_epochs=1, period=2, unit="step")
+    info = [StepInfo(epoch=s // 5, step=s, epochs=3, total_steps=15, loss_name="ce") for s in range(15)]
+    assert [csg.is_csg_step(i, o) for i in info] == [False] * 5 + [False, True, False, True, False,
+                                                                   True, False, True, False, True]
+    assert [csg.is_csg_epoch(e, o) for e in range(3)] == [False, True, True]
+    by_epoch = csg.CSGOptions(warmup_epochs=1, period=2)
+    assert [csg.is_csg_step(i, by_epoch) for i in info] == [False] * 5 + [True] * 5 + [False] * 5
+    with pytest.raises(ConfigError, match="unit must be one of epoch, step"):
+        csg.CSGOptions(unit="batch")
+
+
 @pytest.mark.parametrize("bad, match", [({"period": 0}, "period"), ({"density": 0.0}, "density"),
                                         ({"warmup_epochs": -1}, "warmup"), ({"sparsity_weight": -1.0}, "sparsity")])
 def test_options_are_validated(bad, match):

@@ -266,23 +266,27 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("arch, optimizer, schedule, stop_at", [
-    ("std_cnn", "adam", "cosine", 4),      # mid-epoch 1, during the warm-up (last checkpoint at step 3)
-    ("bcos_cnn", "adam", "cosine", 10),    # the last step of epoch 1, before the epoch's row is written
-    ("bcos_cnn", "sgd", "constant", 14),   # mid-epoch 2: the history and the epoch's running sums come back
-    ("std_cnn", "sgd", "cosine", 17),      # momentum buffers and the cosine learning rate of step 16
-    ("csg_std_cnn", "adam", "cosine", 14),  # mid-epoch 2, a gated (CSG) epoch: the gate, its renormalisation
-    ("csg_bcos_cnn", "sgd", "cosine", 10),  # the last standard step before the first gated epoch
+@pytest.mark.parametrize("arch, optimizer, schedule, stop_at, unit", [
+    ("std_cnn", "adam", "cosine", 4, None),      # mid-epoch 1, during the warm-up (last checkpoint at step 3)
+    ("bcos_cnn", "adam", "cosine", 10, None),    # the last step of epoch 1, before the epoch's row is written
+    ("bcos_cnn", "sgd", "constant", 14, None),   # mid-epoch 2: the history and the epoch's running sums come back
+    ("std_cnn", "sgd", "cosine", 17, None),      # momentum buffers and the cosine learning rate of step 16
+    ("csg_std_cnn", "adam", "cosine", 14, "epoch"),  # mid-epoch 2, a gated (CSG) epoch: the gate, its renormalisation
+    ("csg_bcos_cnn", "sgd", "cosine", 10, "epoch"),  # the last standard step before the first gated epoch
+    ("csg_std_cnn", "adam", "cosine", 15, "step"),   # epoch 2 alternating by batch: resumed on a standard step
 ])
-def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, schedule, stop_at):
+def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, schedule, stop_at, unit):
     """10 steps per epoch, a checkpoint every 3 steps, 5 warm-up steps; for the gated (CSG) models
-    the method's hooks: epoch 1 standard, epoch 2 gated (the gate is in the state_dict)."""
+    the method's hooks: epoch 1 standard, epoch 2 gated (the gate is in the state_dict), every step
+    of it or every other one (``unit: step``)."""
     from bcos_lib.methods.csg import CSGOptions, training
     cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, optimizer=optimizer, schedule=schedule, warmup_steps=5,
                       checkpoint_every=3)
 
     def hooks(model):
-        return training(model, CSGOptions(warmup_epochs=1, period=1), cfg) if arch.startswith("csg_") else None
+        if not arch.startswith("csg_"):
+            return None
+        return training(model, CSGOptions(warmup_epochs=1, period=1 if unit == "epoch" else 2, unit=unit), cfg)
 
     model = new_model(arch)
     reference = fit(model, *small_data, cfg, progress=False, log=lambda s: None, hooks=hooks(model))

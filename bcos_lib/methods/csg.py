@@ -53,7 +53,7 @@ from ..utils import evaluating
 from . import (EvalContext, Method, Metric, MetricResult, ModelResult, StepInfo, StepOutput, TrainHooks,
                register_method, register_metric, results_of)
 
-__all__ = ["CSGOptions", "is_csg_epoch", "add_class_gate", "csg_std_cnn", "csg_bcos_cnn", "training", "csg_step",
+__all__ = ["CSGOptions", "UNITS", "is_csg_epoch", "is_csg_step", "add_class_gate", "csg_std_cnn", "csg_bcos_cnn", "training", "csg_step",
            "gate_matrix", "pooled_features", "feature_maps", "mutual_information_matrix", "mutual_information_score",
            "class_filter_weights", "class_filter_maps", "filter_localisation", "gate_accuracies", "pgd_attack",
            "detection_scores", "MISOptions", "GateOptions", "FilterLocalisationOptions", "DetectionOptions",
@@ -68,12 +68,18 @@ CSG_GROUP = "csg"
 class CSGOptions:
     """``models.<key>.options`` of a gated model (ECCV 2020 §3.3–3.4).
 
-    The first ``warmup_epochs`` epochs are standard; after them, epoch e is a CSG epoch when
-    (e − warmup_epochs) is a multiple of ``period`` (period 3: one CSG epoch in three).
+    The first ``warmup_epochs`` epochs are standard.  After them the two kinds of training
+    alternate with ``period`` counted in units of ``unit``: with ``unit: epoch`` epoch e is a CSG
+    epoch when (e − warmup_epochs) is a multiple of ``period`` (period 3: one CSG epoch in
+    three); with ``unit: step`` the alternation is by batch, global step s being a CSG step
+    when s is a multiple of ``period`` (period 2: every other batch gated), so that within
+    every epoch the standard steps teach each filter to stay quiet for the classes its gate
+    closes it to (on a CSG step it is multiplied by 0 for them and learns nothing about them).
     """
 
     warmup_epochs: int = 1
     period: int = 2
+    unit: str = "epoch"             # "epoch" | "step": what ``period`` counts
     sparsity_weight: float = 1e-3   # λ
     density: float = 0.2            # d: only a density above it is penalised
 
@@ -83,6 +89,8 @@ class CSGOptions:
             problems.append(f"warmup_epochs must be ≥ 0 (got {self.warmup_epochs})")
         if self.period < 1:
             problems.append(f"period must be ≥ 1 (got {self.period})")
+        if self.unit not in UNITS:
+            problems.append(f"unit must be one of {', '.join(UNITS)} (got {self.unit!r})")
         if self.sparsity_weight < 0:
             problems.append(f"sparsity_weight must be ≥ 0 (got {self.sparsity_weight})")
         if not 0.0 < self.density <= 1.0:
@@ -91,10 +99,25 @@ class CSGOptions:
             raise ConfigError("CSG options (models.<key>.options): " + "; ".join(problems))
 
 
+#: what ``CSGOptions.period`` counts
+UNITS = ("epoch", "step")
+
+
 def is_csg_epoch(epoch: int, options: CSGOptions) -> bool:
-    """Whether the 0-based ``epoch`` is a CSG epoch (a pure function of the epoch: exact resume)."""
+    """Whether the 0-based ``epoch`` holds CSG steps (all of them with ``unit: epoch``, every
+    ``period``-th with ``unit: step``): a pure function of the epoch, so a resume is exact."""
     e = epoch - options.warmup_epochs
-    return e >= 0 and e % options.period == 0
+    if e < 0:
+        return False
+    return options.unit == "step" or e % options.period == 0
+
+
+def is_csg_step(info: StepInfo, options: CSGOptions) -> bool:
+    """Whether the training step at ``info`` is a CSG step (gated, with the sparsity loss and
+    the renormalisation after it): a pure function of the epoch and the global step."""
+    if not is_csg_epoch(info.epoch, options):
+        return False
+    return options.unit == "epoch" or info.step % options.period == 0
 
 
 # ----------------------------------------------------------------------------- models
@@ -149,7 +172,7 @@ def csg_step(model: nn.Module, x: Tensor, y: Tensor, info: StepInfo, options: CS
     """One training step: standard (gate open) or, on a CSG epoch, gated by the true labels' columns
     with the sparsity loss added.  Logs the gate density and the sparsity term on every step."""
     gates = _gates_of(model)
-    csg = is_csg_epoch(info.epoch, options)
+    csg = is_csg_step(info, options)
     if csg:
         with gate_labels(model, y):
             result = default_step(model, x, y, info)
@@ -180,7 +203,7 @@ def training(model: nn.Module, options: CSGOptions | None, train_config: Any) ->
         return csg_step(m, x, y, info, options)
 
     def after_step(m: nn.Module, info: StepInfo) -> None:
-        if is_csg_epoch(info.epoch, options):
+        if is_csg_step(info, options):
             for g in _gates_of(m):
                 g.renormalise_()
 
