@@ -308,10 +308,11 @@ def parse_params(raw: dict[str, Any], profile: str | None = None) -> Params:
     if not isinstance(profiles, dict):
         raise ConfigError("profiles: expected a mapping of profile name → overrides")
     name = profile or (raw.get("base") or {}).get("profile", "default")
-    if name != "default":
+    if name != "default" or name in profiles:   # `default` needs no entry; an entry is merged like any other
         if name not in profiles:
+            others = [p for p in profiles if p != "default"]
             raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
-                              f"default, {', '.join(profiles) or '(none)'}")
+                              f"default, {', '.join(others) or '(none)'}")
         _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
         merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
         try:

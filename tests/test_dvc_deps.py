@@ -149,3 +149,97 @@ def test_the_scanner_sees_function_level_and_relative_imports():
     assert PKG / "metrics.py" in found        # imported inside methods/__init__._ensure_metrics
     assert PKG / "stages" / "__init__.py" in found
     assert PKG / "methods" / "bcos.py" not in found  # method files are discovered, not imported by name
+
+
+def _metric_files() -> dict[str, Path]:
+    """metric name → the method file that registers it, read from the sources (not the registry)."""
+    out = {}
+    for f in sorted((PKG / "methods").glob("*.py")):
+        for name in re.findall(r'register_metric\(\s*Metric\(\s*"([^"]+)"', f.read_text()):
+            out[name] = f
+    return out
+
+
+def _profile_views():
+    from bcos_lib.config import load_params
+    params = load_params()
+    return [load_params(None, name) for name in sorted({"default", *params.profiles})]
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_stage_lists_the_method_files_of_the_metrics_it_runs(stage):
+    """The CSG metrics on an ungated twin, dissection on the ReLU twin, the margin study's per-epoch
+    localisation on a B-cos CNN: their method file is code the stage runs, in every profile."""
+    files = _metric_files()
+    assert {"mis", "dissection", "tracked_localisation", "fixed_grid_localisation"} <= set(files)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    do = stages[stage]["do"]
+    foreign = 0
+    for key, item in stages[stage]["foreach"].items():
+        deps = [_expand(d, {"key": key, "item": item}) for d in do["deps"]]
+        for params in _profile_views():
+            if key not in params.models:
+                continue
+            names = (params.train_config(key).epoch_metrics if stage == "train"
+                     else params.evaluate_config(key).metrics)
+            for name in names:
+                if name in files:
+                    foreign += files[name] != ROOT / item["method"]
+                    assert _covered(files[name], deps), \
+                        f"{stage}@{key} runs the metric {name!r} of {files[name].name} but does not depend on it"
+    assert foreign, "no model runs another method's metric: the test checks nothing"
+
+
+def _cached_outputs() -> list[str]:
+    """Every output DVC keeps in its cache (not ``cache: false``), foreach items expanded."""
+    out = []
+    for name, stage, ctx in STAGES:
+        for o in stage.get("outs", []):
+            path, opts = (o, {}) if isinstance(o, str) else next(iter(o.items()))
+            if opts.get("cache", True):
+                out.append(_expand(path, ctx) if ctx else path)
+    return out
+
+
+def test_dvc_cached_outputs_are_ignored_by_git_and_not_tracked():
+    """A cached output committed to git makes `dvc repro` stop in a fresh clone ("already tracked
+    by SCM"); one not ignored shows up as untracked after `make repro`."""
+    import subprocess
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    outs = _cached_outputs()
+    assert any(o.startswith("results/explain/") for o in outs) and any(o.startswith("models/") for o in outs)
+    tracked = subprocess.run(["git", "ls-files", "--", *outs], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert not tracked, f"DVC outputs tracked by git (git rm --cached them): {tracked}"
+    checked = subprocess.run(["git", "check-ignore", "--no-index", *outs], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert sorted(checked) == sorted(outs), f"DVC outputs git does not ignore: {sorted(set(outs) - set(checked))}"
+
+
+def test_stages_depend_on_the_active_profile_only(tmp_path):
+    """`profiles.${base.profile}`: editing another profile reruns nothing; a params.yaml whose
+    active profile has no entry gets a message that says what to add."""
+    from bcos_lib.config import ConfigError
+    from bcos_lib.dvcgen import render
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, st in stages.items():
+        params = (st.get("do") or st).get("params", [])
+        if params:
+            assert "profiles" not in params and "profiles.${base.profile}" in params, name
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["profiles"]["default"]
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"add `default: \{\}` under `profiles:`"):
+        render(ROOT, bad)
+
+
+def test_an_entry_for_the_default_profile_is_merged(tmp_path):
+    from bcos_lib.config import load_params
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["base"]["profile"] = "default"
+    raw["profiles"]["default"] = {"train": {"epochs": 7}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert load_params(path).train.epochs == 7

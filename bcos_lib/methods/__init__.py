@@ -222,6 +222,7 @@ class Metric:
     fn: Callable[[EvalContext], MetricResult | None]
     options: type | None = None
     description: str = ""
+    module: str = ""   # the module that registered it (set by register_metric; dvc.yaml lists its file)
 
 
 _METRICS: dict[str, Metric] = {}
@@ -230,6 +231,8 @@ _METRICS: dict[str, Metric] = {}
 def register_metric(metric: Metric) -> Metric:
     if metric.name in _METRICS:
         raise KeyError(f"metric {metric.name!r} is registered twice")
+    if not metric.module:
+        metric.module = sys._getframe(1).f_globals.get("__name__", "")
     _METRICS[metric.name] = metric
     return metric
 
