@@ -179,13 +179,17 @@ def _code_deps(stage: str, root: Path, per_model: bool = False) -> list[str]:
     return [f"notebooks/{NOTEBOOKS[stage]}.ipynb", *sorted(deps)]
 
 
-def _method_file(arch: str, root: Path) -> str:
-    from .methods import method_of
-    module = method_of(arch).module
+def _registered_file(module: str, what: str, root: Path) -> str:
+    """The file (relative to ``root``) of the module that registered ``what``."""
     path = _module_file(root, module)
     if path is None:
-        raise FileNotFoundError(f"method module {module} (of model {arch!r}) has no file under {root}")
+        raise FileNotFoundError(f"{what}'s module {module} has no file under {root}")
     return str(path.relative_to(root))
+
+
+def _method_file(arch: str, root: Path) -> str:
+    from .methods import method_of
+    return _registered_file(method_of(arch).module, f"the method of model {arch!r}", root)
 
 
 def _stage_method_code(key: str, own: str, stage: str, views: list[Any], root: Path) -> str:
@@ -205,10 +209,7 @@ def _stage_method_code(key: str, own: str, stage: str, views: list[Any], root: P
         for name in names:
             module = get_metric(name).module
             if module.startswith(f"{PACKAGE}.methods."):   # the shared metrics are in the code closure
-                path = _module_file(root, module)
-                if path is None:
-                    raise FileNotFoundError(f"metric {name!r}'s module {module} has no file under {root}")
-                files.add(str(path.relative_to(root)))
+                files.add(_registered_file(module, f"metric {name!r}", root))
     return own if len(files) == 1 else f"{PACKAGE}/methods"
 
 
