@@ -5,7 +5,10 @@ mean the same as papermill's).  It
 
 1. loads and validates params.yaml with the stage's profile (``-p profile``) and checks the
    model keys (``-p models``) *before anything is written*; a mistake ends the run with one
-   line that names the key, what was expected and the file, and exit status 2;
+   line that names the key, what was expected and the file, and exit status 2.  A check that
+   passed is remembered (``.cache/params-checked/``, git-ignored) under a hash of params.yaml,
+   the ``-p`` values and every source file of bcos_lib: the 75 stages of a ``dvc repro`` check
+   the same file, and the check imports torch and every method (~2 s each time on 2 cores);
 2. executes the notebook with papermill into a temporary file next to OUTPUT and renames it
    onto OUTPUT only when every cell succeeded.  A failed run leaves OUTPUT as it was (so a
    good result is never replaced by a failed one, and DVC sees no changed output once the
@@ -25,6 +28,7 @@ The notebook's printed output goes to this process's stdout and stderr as it is 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
@@ -63,21 +67,63 @@ def resolve_value(value: str) -> Any:
     return value
 
 
-def check_params(parameters: dict[str, Any]) -> None:
+#: where passed checks are remembered, below the project root (git-ignored)
+CHECKED_DIR = Path(".cache") / "params-checked"
+#: how many remembered checks are kept (the oldest go first)
+CHECKED_KEEP = 64
+
+
+def check_key(root: Path, parameters: dict[str, Any]) -> str:
+    """What a check's verdict depends on: params.yaml's bytes, the profile and model keys asked
+    for, the library's source (the registered models, methods and their option types) and the
+    Python version.  Any change to one of them gives another key."""
+    digest = hashlib.sha256()
+    params = root / "params.yaml"
+    for part in (str(params.resolve()), params.read_bytes(), repr(parameters.get("profile")),
+                 repr(parameters.get("models")), sys.version):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    package = Path(__file__).resolve().parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _remember(folder: Path, key: str) -> None:
+    """Record a passed check (best effort: a read-only checkout just checks every time)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / key).touch()
+        kept = sorted(folder.iterdir(), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in kept[CHECKED_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def check_params(parameters: dict[str, Any], use_cache: bool = True) -> None:
     """Validate params.yaml with the stage's profile and model keys; raise ConfigError with a
-    message that names the file once."""
-    from .config import ConfigError, load_params
+    message that names the file once.  With ``use_cache``, a check that passed before with the
+    same :func:`check_key` is not repeated."""
     from .paths import display_path, project_root
 
-    path = Path(display_path(project_root() / "params.yaml"))
+    root = project_root()
+    key = check_key(root, parameters) if (root / "params.yaml").is_file() else None
+    if use_cache and key and (root / CHECKED_DIR / key).is_file():
+        return
+    from .config import ConfigError, load_params
+
+    path = Path(display_path(root / "params.yaml"))
     profile = parameters.get("profile")
     params = load_params(path, str(profile) if profile else None)
     models = parameters.get("models")
     if isinstance(models, str) and models not in ("", "all"):
-        for key in (k.strip() for k in models.split(",")):
-            if key not in params.models:
-                raise ConfigError(f"{path}: no model {key!r} in `models` (asked for by `-p models {models}`); "
+        for name in (k.strip() for k in models.split(",")):
+            if name not in params.models:
+                raise ConfigError(f"{path}: no model {name!r} in `models` (asked for by `-p models {models}`); "
                                   f"defined: {', '.join(params.models) or 'none'}")
+    if key:
+        _remember(root / CHECKED_DIR, key)
 
 
 # ----------------------------------------------------------------------------- normalisation

@@ -184,6 +184,46 @@ def test_unknown_model_key_and_profile_stop_before_anything_runs(project):
     assert not (project / "results").exists()
 
 
+def test_a_passed_check_is_remembered_and_any_change_checks_again(project, monkeypatch):
+    """The runner's check imports torch and every method (~2 s): the 75 stages of one `dvc repro`
+    check the same params.yaml once.  A different file, profile, model list or library source
+    gives another key, so a mistake is never hidden by an earlier pass."""
+    from bcos_lib import config, runner as r
+
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("BCOS_PROJECT_ROOT", raising=False)
+    good = {"profile": "tiny", "models": "std_cnn"}
+    key = r.check_key(project, good)
+    assert key != r.check_key(project, {"profile": "default", "models": "std_cnn"})
+    assert key != r.check_key(project, {"profile": "tiny", "models": "bcos_cnn"})
+    r.check_params(good)
+    assert sorted(p.name for p in (project / r.CHECKED_DIR).iterdir()) == [key]
+    calls = []
+    monkeypatch.setattr(config, "load_params", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
+        config.ConfigError("params.yaml: checked again")))
+    r.check_params(good)  # remembered: not checked again
+    assert calls == []
+    with pytest.raises(config.ConfigError, match="checked again"):
+        r.check_params(good, use_cache=False)
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text + "\n# an edit\n")
+    assert r.check_key(project, good) != key
+    with pytest.raises(config.ConfigError, match="checked again"):
+        r.check_params(good)  # the file changed: checked again, and the failure is not remembered
+    assert sorted(p.name for p in (project / r.CHECKED_DIR).iterdir()) == [key]
+
+
+def test_the_runner_starts_without_importing_torch(project):
+    """A remembered check needs no torch: the stage's kernel is what imports it."""
+    code = ("import sys; from bcos_lib import runner; runner.check_params({'profile': 'tiny'}); "
+            "runner.check_params({'profile': 'tiny'}); print('torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("BCOS_PROJECT_ROOT", "PYTHONPATH")}
+    first = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True)
+    assert first.stdout.strip() == "True", first.stderr  # the first check imports it
+    second = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True)
+    assert second.stdout.strip() == "False", second.stderr
+
+
 def test_dvc_yaml_runs_every_notebook_through_the_runner():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     cmds = {name: (s.get("do") or s)["cmd"] for name, s in stages.items()}
