@@ -14,8 +14,10 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
   ``bcos_lib.layers`` at run time (DAU ÷ conv, LWTA ÷ ReLU, the class-specific gate's
   overhead), or "not present";
 * training throughput (images/s, forward + backward + optimiser step) of each interpretable
-  model of params.yaml ÷ its standard twin, and of the B-cos CNN with the hardware options
-  (channels_last, bf16 autocast) ÷ without;
+  model of params.yaml ÷ its standard twin (``TWINS``; the CSG models with their gates closed),
+  and of the B-cos CNN and the standard CNN with the hardware options (channels_last, bf16
+  autocast) ÷ without;
+* data loading: a training step that takes its batch as ``fit`` does ÷ one on a loaded batch;
 * explanations: ``explain`` on a batch ÷ a loop over its images (the ratio is loop time ÷
   batched time, a speed-up), and the grid pointing game batched ÷ a per-class loop
   (``scripts/bench_evaluate.py``).
@@ -168,84 +170,129 @@ def layer_family_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last: bool = False,
-               bf16: bool = False) -> Callable[[], None]:
+               bf16: bool = False, gated: bool = False,
+               batches: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Callable[[], None]:
+    """One optimiser step of ``model`` (its pipeline loss) per call.  ``gated``: the step of a
+    class-specific-gate model with its gates closed on the labels (a CSG step; standard steps
+    leave them open).  ``batches``: each call first takes its batch from it (the data loading
+    is then part of the measured step) instead of reusing ``x``, ``y``."""
+    from contextlib import nullcontext
+
+    from bcos_lib.layers import gate_labels
     from bcos_lib.train import loss_fn
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    inp = prepare_input(model, x)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        inp = inp.contiguous(memory_format=torch.channels_last)
     loss_name = getattr(model, "default_loss", "ce")
 
+    def inputs(images: torch.Tensor) -> torch.Tensor:
+        inp = prepare_input(model, images)
+        return inp.contiguous(memory_format=torch.channels_last) if channels_last else inp
+
+    fixed = inputs(x)
+
     def run() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        inp, labels = (fixed, y) if batches is None else (lambda b: (inputs(b[0]), b[1]))(batches())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
+                (gate_labels(model, labels) if gated else nullcontext()):
             out = model(inp)
-        loss = loss_fn(loss_name, out.float(), y)
+        loss = loss_fn(loss_name, out.float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return run
 
 
+#: each interpretable model of the pipeline and the model it is compared with: the standard model
+#: of the same shape and training (its twin in params.yaml where it has one, else std_cnn); the
+#: CSG models step with their gates closed (a CSG step) against their ungated twin.  Models of
+#: params.yaml not named here are compared with std_cnn, one per architecture.
+TWINS = {"bcos_cnn": "std_cnn", "coda_net": "std_cnn", "coda_hybrid": "std_cnn",
+         "csg_std_cnn_small": "std_cnn_small", "csg_bcos_cnn_small": "bcos_cnn_small",
+         "bcosified_cnn": "std_cnn", "lwta_cnn": "lwta_twin_cnn", "lwta_vit": "gelu_twin_vit"}
+
+
+def _build(params, key: str, quick: bool) -> nn.Module:
+    e = params.model(key)
+    kw = dict(e.kwargs)
+    if e.arch == "bcosified" and e.init_from:   # the converted shape of the model it starts from
+        src = params.model(e.init_from)
+        kw = {"source_arch": src.arch, "source_kwargs": dict(src.kwargs), **{k: v for k, v in e.options.items()
+                                                                              if k in ("b",)}}
+    if quick and "channels" in kw:
+        kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
+    return create_model(e.arch, **kw)
+
+
 def training_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
     from bcos_lib.config import load_params
     from bcos_lib.methods import method_of
     params = load_params()
-    batch = 32 if quick else params.train.batch_size
-    x, y = torch.rand(batch, 1, 28, 28), torch.arange(batch) % 10
-    entries = {k: e for k, e in params.models.items() if not e.group}
-    std: dict[str, tuple] = {}  # the first standard model of each architecture (std_cnn, not a later twin of it)
-    for k, e in entries.items():
-        if method_of(e.arch).name == method_of("std_cnn").name:
-            std.setdefault(e.arch, (k, e))
+    standard = method_of("std_cnn").name
+    pairs = {k: t for k, t in TWINS.items() if k in params.models and t in params.models}
+    covered = {params.model(k).arch for k in pairs}
+    for key, e in params.models.items():   # a model a later method adds: against std_cnn, one per arch
+        if method_of(e.arch).name != standard and e.arch not in covered and "std_cnn" in params.models:
+            pairs[key] = "std_cnn"
+            covered.add(e.arch)
     rows = []
-    for key, e in entries.items():
-        if method_of(e.arch).name == method_of("std_cnn").name:
+    for key, twin_key in pairs.items():
+        if quick and key != "bcos_cnn":  # CI's quick table: the B-cos CNN's row stands for the others
             continue
-        if quick and e.arch != "bcos_cnn":  # CI's quick table: the B-cos CNN's row stands for the others
-            continue
-        # the standard model of the same architecture family, else the pipeline's standard CNN
-        twin_arch = "std_" + e.arch.split("_", 1)[-1]
-        if twin_arch not in std:
-            twin_arch = "std_cnn"
-        if twin_arch not in std:
-            rows.append(Row("training", f"{key} ÷ standard twin", note="present but params.yaml has no std_cnn"))
-            continue
-        twin_key, twin = std[twin_arch]
-        kw = dict(e.kwargs)
-        if quick:
-            kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
-        tkw = {k: v for k, v in twin.kwargs.items()}
-        if quick:
-            tkw["channels"], tkw["strides"] = [8, 8, 16], [1, 2, 2]
+        batch = 32 if quick else params.train_config(key).batch_size
+        x, y = torch.rand(batch, 1, 28, 28), torch.arange(batch) % 10
+        gated = params.model(key).arch.startswith("csg_")
         torch.manual_seed(0)
         try:
-            a, b = train_step(create_model(e.arch, **kw), x, y), train_step(create_model(twin_arch, **tkw), x, y)
-        except (ValueError, TypeError, RuntimeError) as err:  # e.g. a model that needs the labels in its step
+            a = train_step(_build(params, key, quick), x, y, gated=gated)
+            b = train_step(_build(params, twin_key, quick), x, y)
+        except (ValueError, TypeError, RuntimeError) as err:
             rows.append(Row("training", f"{key} ÷ {twin_key}", note=f"present but not timed here: {err}"))
             continue
         m = compare(b, a, repeats, inner)   # throughput ratio = time(twin) ÷ time(interpretable)
-        target = 0.7 if e.arch == "bcos_cnn" else None
-        rows.append(Row("training", f"training images/s: {key} ÷ {twin_key} (batch {batch})", m["ratio"], m["low"],
+        target = 0.7 if key == "bcos_cnn" else None
+        what = f"{key} (CSG steps) ÷ {twin_key}" if gated else f"{key} ÷ {twin_key}"
+        rows.append(Row("training", f"training images/s: {what} (batch {batch})", m["ratio"], m["low"],
                         m["high"], m["wall_ratio"], f"≥ {target}" if target else "",
                         None if target is None else m["ratio"] >= target, detail=m))
-        if e.arch == "bcos_cnn":
-            for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
-                torch.manual_seed(0)
-                on = train_step(create_model(e.arch, **kw), x, y, **opts)
-                off = train_step(create_model(e.arch, **kw), x, y)
-                m = compare(off, on, repeats, inner)
-                rows.append(Row("hardware", f"training images/s: {key} with {what} ÷ without", m["ratio"], m["low"],
-                                m["high"], m["wall_ratio"], detail=m))
-            for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
-                torch.manual_seed(0)
-                on = train_step(create_model(twin_arch, **tkw), x, y, **opts)
-                off = train_step(create_model(twin_arch, **tkw), x, y)
-                m = compare(off, on, repeats, inner)
-                rows.append(Row("hardware", f"training images/s: {twin_key} with {what} ÷ without", m["ratio"],
-                                m["low"], m["high"], m["wall_ratio"], detail=m))
+        if key == "bcos_cnn":
+            for model_key in (key, twin_key):
+                for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
+                    torch.manual_seed(0)
+                    on = train_step(_build(params, model_key, quick), x, y, **opts)
+                    off = train_step(_build(params, model_key, quick), x, y)
+                    m = compare(off, on, repeats, inner)
+                    rows.append(Row("hardware", f"training images/s: {model_key} with {what} ÷ without", m["ratio"],
+                                    m["low"], m["high"], m["wall_ratio"], detail=m))
     return rows
+
+
+def loading_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]:
+    """Is loading the data a bottleneck?  The training step of the pipeline's fastest model
+    (std_cnn) taking its batches as ``fit`` does (``bcos_lib.train.batches``: shuffled indices
+    into the in-memory training set, then the model's input encoding) ÷ the same step on one
+    batch loaded beforehand."""
+    import itertools
+
+    from bcos_lib.config import load_params
+    from bcos_lib.data import load_dataset
+    from bcos_lib.train import batches
+    params = load_params()
+    batch = 32 if quick else params.train.batch_size
+    try:
+        ds = load_dataset("fashion_mnist", data, "train")
+    except (FileNotFoundError, ValueError, OSError) as err:
+        return [Row("loading", "data loading: std_cnn step with batches() ÷ on a loaded batch",
+                    note=f"present but not timed here: no Fashion-MNIST under {data} ({type(err).__name__})")]
+    stream = itertools.chain.from_iterable(batches(ds, batch, shuffle=True, seed=0, epoch=e) for e in itertools.count())
+    x, y = ds.images[:batch], ds.labels[:batch]
+    torch.manual_seed(0)
+    loading = train_step(_build(params, "std_cnn", quick), x, y, batches=lambda: next(stream))
+    loaded = train_step(_build(params, "std_cnn", quick), x, y)
+    m = compare(loading, loaded, repeats, inner)
+    return [Row("loading", f"data loading: std_cnn step with batches() from {len(ds)} images ÷ on a loaded batch "
+                f"(batch {batch})", m["ratio"], m["low"], m["high"], m["wall_ratio"], "≈ 1", detail=m)]
 
 
 def explanation_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]:
@@ -322,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += conv_rows(f"batch {big[0]}, {big[1]}→{big[4]}, {big[2]}×{big[3]}, 3×3", [big], repeats, inner)
     rows += layer_family_rows(repeats, inner, args.quick)
     rows += training_rows(repeats, inner, args.quick)
+    rows += loading_rows(repeats, inner, args.quick, Path(args.data))
     rows += explanation_rows(repeats, inner, args.quick, Path(args.data))
     text = table(rows)
     print(f"{torch.get_num_threads()} thread(s), {repeats} interleaved repetitions per row, CPU-time ratios "
