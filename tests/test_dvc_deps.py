@@ -243,3 +243,50 @@ def test_an_entry_for_the_default_profile_is_merged(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert load_params(path).train.epochs == 7
+
+
+# ----------------------------------------------------------------------------- dvc.lock hygiene
+_LOCK = """schema: '2.0'
+stages:
+  data:
+    cmd: python -m bcos_lib.runner notebooks/10_data.ipynb out.ipynb
+    outs:
+    - path: results/data/summary.json
+      hash: md5
+      md5: 0123456789abcdef0123456789abcdef
+      size: 10
+  explain@std_cnn:
+    cmd: python -m bcos_lib.runner notebooks/30_explain.ipynb x.ipynb
+  train@std_cnn:
+    cmd: python -m bcos_lib.runner notebooks/20_train.ipynb y.ipynb
+  train@gone:
+    cmd: python -m bcos_lib.runner notebooks/20_train.ipynb z.ipynb
+"""
+
+
+def test_dvcgen_drops_the_lock_entries_of_stages_dvc_yaml_no_longer_has(tmp_path):
+    """`dvc repro` keeps a removed stage's lock entry for ever (24 of them were 5 000 of the
+    lock's lines, parsed several times per stage); dvcgen drops them and keeps the rest as DVC
+    wrote it (the real lock round-trips byte for byte through the same YAML settings)."""
+    from bcos_lib.dvcgen import prune_lock, stage_names
+
+    names = stage_names("stages:\n  data: {cmd: a}\n  train:\n    foreach: {std_cnn: {}, bcos_cnn: {}}\n"
+                        "    do: {cmd: b}\n  explain: {cmd: c}\n")
+    assert names == {"data", "train@std_cnn", "train@bcos_cnn", "explain"}
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(_LOCK)
+    assert prune_lock(tmp_path, names) == ["explain@std_cnn", "train@gone"]
+    kept = lock.read_text()
+    assert "explain@std_cnn" not in kept and "train@gone" not in kept
+    assert kept == _LOCK.replace(_LOCK[_LOCK.index("  explain@std_cnn:"):_LOCK.index("  train@std_cnn:")], "") \
+        .replace(_LOCK[_LOCK.index("  train@gone:"):], "")  # the rest byte for byte
+    before = lock.stat().st_mtime_ns
+    assert prune_lock(tmp_path, names) == [] and lock.stat().st_mtime_ns == before  # nothing to drop: not written
+
+
+def test_the_committed_lock_has_no_stale_stage():
+    from bcos_lib.dvcgen import stage_names
+
+    names = stage_names((ROOT / "dvc.yaml").read_text())
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= names, f"dvc.lock has entries of stages dvc.yaml does not: {sorted(locked - names)}"
