@@ -276,13 +276,13 @@ def loading_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]
     import itertools
 
     from bcos_lib.config import load_params
-    from bcos_lib.data import load_dataset
+    from bcos_lib.data import DataError, load_dataset
     from bcos_lib.train import batches
     params = load_params()
     batch = 32 if quick else params.train.batch_size
     try:
         ds = load_dataset("fashion_mnist", data, "train")
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (DataError, OSError) as err:
         return [Row("loading", "data loading: std_cnn step with batches() ÷ on a loaded batch",
                     note=f"present but not timed here: no Fashion-MNIST under {data} ({type(err).__name__})")]
     stream = itertools.chain.from_iterable(batches(ds, batch, shuffle=True, seed=0, epoch=e) for e in itertools.count())
