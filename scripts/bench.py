@@ -22,7 +22,7 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
   batched time, a speed-up), and the grid pointing game batched ÷ a per-class loop
   (``scripts/bench_evaluate.py``).
 
-    python scripts/bench.py              # the full table (≈ 9.5 CPU-minutes), results/bench.json
+    python scripts/bench.py              # the full table (≈ 2 minutes on 2 idle cores), results/bench.json
     python scripts/bench.py --quick      # small shapes, 3 repetitions: that it runs (CI)
 """
 from __future__ import annotations
