@@ -7,7 +7,7 @@ mean the same as papermill's).  It
    model keys (``-p models``) *before anything is written*; a mistake ends the run with one
    line that names the key, what was expected and the file, and exit status 2.  A check that
    passed is remembered (``.cache/params-checked/``, git-ignored) under a hash of params.yaml,
-   the ``-p`` values and every source file of bcos_lib: the 75 stages of a ``dvc repro`` check
+   the ``-p`` values and every source file of bcos_lib: the 52 stages of a ``dvc repro`` check
    the same file, and the check imports torch and every method (~2 s each time on 2 cores);
 2. executes the notebook with papermill into a temporary file next to OUTPUT and renames it
    onto OUTPUT only when every cell succeeded.  A failed run leaves OUTPUT as it was (so a
