@@ -15,9 +15,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["show_image", "show_contributions", "show_rgba", "plot_explanations", "plot_model_comparison",
+__all__ = ["finished", "show_image", "show_contributions", "show_rgba", "plot_explanations", "plot_model_comparison",
            "plot_multiclass", "plot_layers", "plot_training_curves", "plot_b_sweep", "plot_samples",
            "plot_localisation", "plot_deletion"]
+
+
+def finished(fig: Figure) -> Figure:
+    """``fig``, closed in pyplot and returned: every figure function of the library ends with it.
+
+    A notebook then shows the figure once, as the cell's value or through ``display()`` (a closed
+    figure still draws), instead of a second time when the inline backend draws every figure
+    pyplot still holds at the end of the cell; and a loop that draws one figure per model does
+    not pile them up in pyplot (its "more than 20 figures" warning)."""
+    plt.close(fig)
+    return fig
 
 
 def _np(t: Tensor | np.ndarray) -> np.ndarray:
@@ -90,7 +101,7 @@ def plot_samples(images: Tensor, labels: Tensor, classes: Sequence[str], n: int 
         else:
             ax.set_axis_off()
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def plot_explanations(saved: dict[str, Any]) -> Figure:
@@ -114,7 +125,7 @@ def plot_explanations(saved: dict[str, Any]) -> Figure:
     fig.suptitle(f"{saved.get('label', saved.get('key', ''))}: {name} for the predicted class", fontsize=9)
     fig.tight_layout(rect=(0.1, 0, 0.93, 1))
     contribution_key(fig, axes[1, :].tolist())
-    return fig
+    return finished(fig)
 
 
 def plot_model_comparison(saved_by_model: dict[str, dict[str, Any]]) -> Figure:
@@ -143,7 +154,7 @@ def plot_model_comparison(saved_by_model: dict[str, dict[str, Any]]) -> Figure:
     if any(kind == "rgba" for _, kind, _ in rows):
         fig.text(0.5, -0.01, "colour explanation: the input colour each pixel's weights align with, "
                  "opacity = contribution for the class (black: none)", ha="center", va="top", fontsize=7)
-    return fig
+    return finished(fig)
 
 
 def plot_multiclass(saved: dict[str, Any]) -> Figure:
@@ -166,7 +177,7 @@ def plot_multiclass(saved: dict[str, Any]) -> Figure:
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     contribution_key(fig, axes.ravel().tolist())
-    return fig
+    return finished(fig)
 
 
 def layer_title(name: str, entry: dict[str, Any] | None = None) -> str:
@@ -203,7 +214,7 @@ def plot_layers(saved: dict[str, Any], titles: dict[str, str] | None = None) -> 
                  "explained in the input", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     contribution_key(fig, axes[0, :].tolist(), label="contribution to the unit")
-    return fig
+    return finished(fig)
 
 
 _LOSS_NAMES = {"bce": "binary cross-entropy", "ce": "cross-entropy"}
@@ -240,7 +251,7 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], losses: dict[str, s
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.legend(fontsize=7)
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
@@ -265,7 +276,7 @@ def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figu
         b.plot(sweep["b"], sweep["localisation"], marker="o", color="tab:green")
         b.set(xlabel="B", ylabel="mean localisation (own explanation)", title="grid pointing game vs B", ylim=(0, 1))
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 # ----------------------------------------------------------------------------- evaluation (grid pointing game, pixel deletion)
@@ -307,7 +318,7 @@ def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | Non
     if hue:
         ax.legend(fontsize=7, title="model", title_fontsize=7)
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
@@ -359,4 +370,4 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
         if text.get_text() in ("method (colour)", "order of removal (line)"):
             text.set_fontweight("bold")
     fig.tight_layout()
-    return fig
+    return finished(fig)

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .figures import _np, show_contributions, show_image, show_rgba
+from .figures import _np, finished, show_contributions, show_image, show_rgba
 
 __all__ = ["plot_bcos_response", "plot_toy_alignment", "plot_dynamic_linear"]
 
@@ -45,7 +45,7 @@ def plot_bcos_response(angles_deg: np.ndarray | Tensor, responses: dict[str, np.
     polar.tick_params(labelsize=7)
     ax.title.set_fontsize(9)
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def plot_toy_alignment(x: Tensor, y: Tensor, results: dict[str, dict[str, Any]],
@@ -96,7 +96,7 @@ def plot_toy_alignment(x: Tensor, y: Tensor, results: dict[str, dict[str, Any]],
     bar.yaxis.label.set_fontsize(8)
     bar.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def plot_dynamic_linear(image: Tensor, weights: Tensor, contributions: Tensor, contribution_map: Tensor,
@@ -123,4 +123,4 @@ def plot_dynamic_linear(image: Tensor, weights: Tensor, contributions: Tensor, c
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return fig
+    return finished(fig)

@@ -131,3 +131,32 @@ def test_deletion_legend_names_random_order_once_and_apart_from_the_methods():
     for ax in fig.axes[:2]:
         colours = {tuple(np.round(matplotlib.colors.to_rgb(line.get_color()), 2)) for line in ax.lines}
         assert (0.45, 0.45, 0.45) in colours
+
+
+def test_figure_functions_return_figures_pyplot_no_longer_holds(tmp_path):
+    """A notebook shows each figure once: the library's figures are closed in pyplot (else the
+    inline backend draws them a second time at the end of the cell, and 24 figures in one loop
+    trip pyplot's "more than 20 figures" warning), and they still draw and save."""
+    import ast
+    from pathlib import Path
+
+    plt.close("all")
+    h = {"std_cnn": pd.DataFrame({"epoch": [1, 2], "test_accuracy": [80, 85], "train_accuracy": [75, 84],
+                                  "train_loss": [0.6, 0.4]})}
+    figs = [F.plot_training_curves(h),
+            F.plot_samples(torch.rand(6, 1, 28, 28), torch.arange(6), [f"c{i}" for i in range(10)], n=6)]
+    assert plt.get_fignums() == []
+    for i, fig in enumerate(figs):
+        fig.savefig(tmp_path / f"{i}.png")
+        assert (tmp_path / f"{i}.png").stat().st_size > 1000
+    # and every function of the library that builds a figure hands it back through `finished`
+    root = Path(F.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            makes = any(isinstance(n, ast.Attribute) and n.attr in ("subplots", "figure")
+                        and isinstance(n.value, ast.Name) and n.value.id == "plt" for n in ast.walk(fn))
+            returns = [n for n in ast.walk(fn) if isinstance(n, ast.Return) and isinstance(n.value, ast.Name)
+                       and n.value.id == "fig"]
+            assert not (makes and returns), f"{path.name}:{fn.name} returns an open figure: return finished(fig)"

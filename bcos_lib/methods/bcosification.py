@@ -238,7 +238,8 @@ def plot_bcosification(curves: Mapping[str, pd.DataFrame], target: float | None 
         b.set(xlabel="epoch", ylabel="localisation (own explanation)", title="grid pointing game, fixed grids",
               ylim=(0, 1))
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:

@@ -331,7 +331,8 @@ def plot_t_sweep(sweep: pd.DataFrame):
     b.plot(sweep["T"], sweep["test_accuracy"], marker="o", color="tab:orange")
     b.set(xscale="log", xlabel="logit temperature T", ylabel="test accuracy (%)", title="accuracy vs T")
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def coda_figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:

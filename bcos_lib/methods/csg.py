@@ -604,7 +604,8 @@ def plot_gate_matrices(gates: Mapping[str, np.ndarray], classes: tuple[str, ...]
         ax.set_title(f"{label}: gate density {g.mean():.2f}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def plot_mis(per_filter: Mapping[str, np.ndarray]) -> Any:
@@ -623,7 +624,8 @@ def plot_mis(per_filter: Mapping[str, np.ndarray]) -> Any:
     ax.set_title("Mutual-information score: filters of CSG (orange) vs standard training (blue);\n"
                  "bar = MIS, dotted = the most a filter can carry about one of 10 balanced classes", fontsize=8)
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def top_filters(mi: np.ndarray, gate: np.ndarray | None, cls: int, k: int = 3) -> np.ndarray:
@@ -658,7 +660,8 @@ def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray
         axes[r, 0].set_xlabel(f"filter {filters[0]}", fontsize=5)
     fig.suptitle(f"Where the top filters of class “{class_name}” fire (each map scaled to its max)", fontsize=8)
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def _gate_of(r: ModelResult) -> np.ndarray | None:

@@ -359,7 +359,8 @@ def plot_density(tables: Mapping[str, pd.DataFrame], paper_density: float | None
         ax.set_ylim(0, 105)
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 @torch.no_grad()
@@ -420,7 +421,8 @@ def plot_winning_neurons(model: nn.Module, images: Tensor, labels: Tensor, class
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return fig
+    from ..figures import finished
+    return finished(fig)
 
 
 def _dissected(results: Mapping[str, ModelResult]) -> list[ModelResult]:
