@@ -160,3 +160,50 @@ def test_figure_functions_return_figures_pyplot_no_longer_holds(tmp_path):
             returns = [n for n in ast.walk(fn) if isinstance(n, ast.Return) and isinstance(n.value, ast.Name)
                        and n.value.id == "fig"]
             assert not (makes and returns), f"{path.name}:{fn.name} returns an open figure: return finished(fig)"
+
+
+def _shown_names(tree) -> set:
+    import ast
+    shown = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "display":
+            shown |= {a.id for a in n.args if isinstance(a, ast.Name)}
+    return shown
+
+
+def test_every_notebook_shows_the_figures_it_draws():
+    """The library's figures come back closed (above), so a notebook shows one only as the cell's
+    value or through display(): a figure assigned and never displayed, or a drawing call that is
+    not the cell's last statement, would silently show nothing."""
+    import ast
+    import json
+    from pathlib import Path
+
+    root = Path(F.__file__).resolve().parents[1]
+    checked = 0
+    for path in sorted((root / "notebooks").rglob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            tree = ast.parse("\n".join(ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))))
+            shown = _shown_names(tree)
+            last = tree.body[-1] if tree.body else None
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                    f = node.value.func
+                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                    if name.startswith("plot_"):
+                        checked += 1
+                        targets = {t.id for t in node.targets if isinstance(t, ast.Name)}
+                        ends_with = isinstance(last, ast.Expr) and isinstance(last.value, ast.Name) and \
+                            last.value.id in targets
+                        assert targets & shown or ends_with, f"{path.name}: {ast.unparse(node)[:80]} is never shown"
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                    f = node.value.func
+                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                    if name.startswith("plot_"):
+                        checked += 1
+                        assert node is last and not src.rstrip().endswith(";"), \
+                            f"{path.name}: {ast.unparse(node)[:80]} is not the cell's value: display() it"
+    assert checked >= 10, checked
