@@ -193,7 +193,11 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last
     fixed = inputs(x)
 
     def run() -> None:
-        inp, labels = (fixed, y) if batches is None else (lambda b: (inputs(b[0]), b[1]))(batches())
+        if batches is None:
+            inp, labels = fixed, y
+        else:
+            images, labels = batches()
+            inp = inputs(images)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), \
                 (gate_labels(model, labels) if gated else nullcontext()):
             out = model(inp)
@@ -214,14 +218,17 @@ TWINS = {"bcos_cnn": "std_cnn", "coda_net": "std_cnn", "coda_hybrid": "std_cnn",
 
 
 def _build(params, key: str, quick: bool) -> nn.Module:
+    """The model of ``models.<key>`` with random weights.  An entry with ``init_from`` is made as
+    the train stage makes it (``stages.train.initial_model``): its method's ``init`` applied to the
+    model it starts from (e.g. B-cosification of ``std_cnn``), here an untrained one."""
+    from bcos_lib.methods import method_of, method_options
     e = params.model(key)
     kw = dict(e.kwargs)
-    if e.arch == "bcosified" and e.init_from:   # the converted shape of the model it starts from
-        src = params.model(e.init_from)
-        kw = {"source_arch": src.arch, "source_kwargs": dict(src.kwargs), **{k: v for k, v in e.options.items()
-                                                                              if k in ("b",)}}
     if quick and "channels" in kw:
         kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
+    method = method_of(e.arch)
+    if e.init_from and method.init is not None:
+        return method.init(_build(params, e.init_from, quick), method_options(e, key))
     return create_model(e.arch, **kw)
 
 

@@ -162,6 +162,12 @@ def test_figure_functions_return_figures_pyplot_no_longer_holds(tmp_path):
             assert not (makes and returns), f"{path.name}:{fn.name} returns an open figure: return finished(fig)"
 
 
+def _callee(call) -> str:
+    """The name a call calls: ``f`` of ``f(...)`` and of ``mod.f(...)``."""
+    import ast
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
 def _shown_names(tree) -> set:
     import ast
     shown = set()
@@ -191,18 +197,14 @@ def test_every_notebook_shows_the_figures_it_draws():
             last = tree.body[-1] if tree.body else None
             for node in ast.walk(tree):
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-                    f = node.value.func
-                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-                    if name.startswith("plot_"):
+                    if _callee(node.value).startswith("plot_"):
                         checked += 1
                         targets = {t.id for t in node.targets if isinstance(t, ast.Name)}
                         ends_with = isinstance(last, ast.Expr) and isinstance(last.value, ast.Name) and \
                             last.value.id in targets
                         assert targets & shown or ends_with, f"{path.name}: {ast.unparse(node)[:80]} is never shown"
                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-                    f = node.value.func
-                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-                    if name.startswith("plot_"):
+                    if _callee(node.value).startswith("plot_"):
                         checked += 1
                         assert node is last and not src.rstrip().endswith(";"), \
                             f"{path.name}: {ast.unparse(node)[:80]} is not the cell's value: display() it"
