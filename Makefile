@@ -35,11 +35,11 @@ data: setup
 	  echo "installing the Debian package dataset-fashion-mnist"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
-	$(BIN)/python -m bcos_lib.data fetch
+	$(BIN)/python -m bcos_lib.core.data fetch
 
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
-	$(BIN)/python -m bcos_lib.config --set-profile $(PROFILE)
+	$(BIN)/python -m bcos_lib.core.config --set-profile $(PROFILE)
 endif
 	$(BIN)/dvc repro
 

@@ -4,7 +4,7 @@ Layers (``bcos_lib.layers``), models by name (``create_model``), data, training,
 explanations, metrics and figures.  See README.md for the map.
 
 The names below are imported on first use (PEP 562), so that a tool of the package that needs
-no torch (``python -m bcos_lib.runner`` checking a cached params.yaml, ``bcos_lib.config
+no torch (``python -m bcos_lib.runner`` checking a cached params.yaml, ``bcos_lib.core.config
 --set-profile``) starts without importing it.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "register_model", "prepare_input", "ImageClassifier", "__version__"]
 
-_LAZY = {"create_model": ".registry", "list_models": ".registry", "register_model": ".registry",
+_LAZY = {"create_model": ".core.registry", "list_models": ".core.registry", "register_model": ".core.registry",
          "prepare_input": ".models.base", "ImageClassifier": ".models.base"}
 
 

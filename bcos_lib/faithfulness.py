@@ -40,9 +40,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .attribution import attribute, config_options, list_attributions, quiet_evaluation
-from .data import ImageDataset
-from .methods import EvalContext, Metric, MetricResult, register_metric
+from .explain import attribute, config_options, list_attributions, quiet_evaluation
+from .core.data import ImageDataset
+from .core.contract import EvalContext, Metric, MetricResult
+from .core.registry import register_metric
 from .models.base import prepare_input
 
 __all__ = ["ImageSpaceProbabilities", "faithfulness_sample", "explanation_maps", "road_curve",
@@ -165,7 +166,7 @@ def faithfulness_correlation(model: nn.Module, images: Tensor, maps: np.ndarray,
 
 # ----------------------------------------------------------------------------- as registered metrics
 def _bad(metric: str, what: str) -> Exception:
-    from .config import ConfigError
+    from .core.config import ConfigError
     return ConfigError(f"evaluate.options.{metric}: {what} (params.yaml, or a model's evaluate.options)")
 
 

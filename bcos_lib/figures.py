@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 __all__ = ["finished", "show_image", "show_contributions", "show_rgba", "plot_explanations", "plot_model_comparison",
-           "plot_multiclass", "plot_layers", "plot_training_curves", "plot_b_sweep", "plot_samples",
+           "plot_multiclass", "plot_layers", "plot_training_curves", "plot_samples",
            "plot_localisation", "plot_deletion"]
 
 
@@ -254,35 +254,9 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], losses: dict[str, s
     return finished(fig)
 
 
-def plot_b_sweep(sweep: pd.DataFrame, paper: pd.DataFrame | None = None) -> Figure:
-    """Accuracy and localisation against B.  ``sweep``: columns b, test_accuracy and
-    (optional) localisation; ``paper``: columns b, accuracy (the v1 CIFAR-10 numbers)."""
-    has_loc = "localisation" in sweep and sweep["localisation"].notna().any()
-    fig, axes = plt.subplots(1, 2 if has_loc else 1, figsize=(9 if has_loc else 4.8, 3.3), squeeze=False)
-    a = axes[0, 0]
-    # one y-axis for both: twin axes would make curves 20 points apart look as if they met
-    a.plot(sweep["b"], sweep["test_accuracy"], marker="o", label="this pipeline (Fashion-MNIST, short training)")
-    values = list(sweep["test_accuracy"])
-    if paper is not None and len(paper):
-        a.plot(paper["b"], paper["accuracy"], marker="s", ls="--", color="tab:gray",
-               label="B-cos v1 paper (CIFAR-10, full training)")
-        values += list(paper["accuracy"])
-    lo, hi = min(values), max(values)
-    a.set(xlabel="B", ylabel="test accuracy (%)", title="accuracy vs B (one scale for both)",
-          ylim=(max(0.0, 10 * np.floor(lo / 10) - 5), min(100.0, 10 * np.ceil(hi / 10) + 2)))
-    a.legend(fontsize=7, loc="lower left")
-    if has_loc:
-        b = axes[0, 1]
-        b.plot(sweep["b"], sweep["localisation"], marker="o", color="tab:green")
-        b.set(xlabel="B", ylabel="mean localisation (own explanation)", title="grid pointing game vs B", ylim=(0, 1))
-    fig.tight_layout()
-    return finished(fig)
-
-
-# ----------------------------------------------------------------------------- evaluation (grid pointing game, pixel deletion)
 def _method_labels(methods: pd.Series) -> pd.Series:
-    """Method names → their plot labels (``bcos_lib.attribution.method_label``); unknown names stay."""
-    from .attribution import list_attributions, method_label
+    """Method names → their plot labels (``bcos_lib.explain.method_label``); unknown names stay."""
+    from .explain import list_attributions, method_label
 
     known = set(list_attributions()) | {"random"}
     return methods.map(lambda m: method_label(m) if m in known else m)

@@ -40,9 +40,9 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from .methods import ModelResult
+from .core.contract import ModelResult
 from .report import localisation_margin
-from .utils import atomic_write
+from .core.utils import atomic_write
 
 __all__ = ["HEADLINE_KEYS", "headline", "summary", "write_headlines"]
 

@@ -8,7 +8,7 @@
    confidence per class.
 2. :func:`make_grids` — with a fixed seed, draw n² *distinct* classes and one pool image of
    each, and tile them into an n×n grid (3×3 on 28×28 images: 84×84 grids).
-3. :func:`bcos_lib.attribution.attribute` — for each class in the grid, the attribution map
+3. :func:`bcos_lib.explain.attribute` — for each class in the grid, the attribution map
    for that class over the whole grid, summed over channels; optionally smoothed
    (avg-pool, ``smooth``), then clamped at ≥ 0.
 4. :func:`localisation_scores` — score = positive attribution inside that class's cell /
@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attribution import (attribute, config_options, get_attribution, list_attributions, posthoc_attributions,
-                          quiet_evaluation)
-from .data import ImageDataset
+from .explain import (attribute, config_options, get_attribution, list_attributions, posthoc_attributions, quiet_evaluation)
+from .core.data import ImageDataset
 from .layers.explanation_mode import is_explainable
-from .methods import EvalContext, Metric, MetricResult, register_metric
+from .core.contract import EvalContext, Metric, MetricResult
+from .core.registry import register_metric
 from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
@@ -199,7 +199,7 @@ def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int =
 
     Columns: grid, cell, target (the cell's class), score (in [0, 1]), method.  The grids
     depend on the model (through its confident pool), ``n``, ``n_grids``, ``seed`` and
-    ``min_confidence`` only — not on the method.  ``method_opts`` go to :func:`bcos_lib.attribution.attribute`.
+    ``min_confidence`` only — not on the method.  ``method_opts`` go to :func:`bcos_lib.explain.attribute`.
     """
     pool = confident_pool(model, ds, min_confidence, batch_size * n * n, device)
     grids, classes = make_grids(ds, pool, n, n_grids, seed)
@@ -420,4 +420,3 @@ register_metric(Metric("localisation", localisation_metric,
 register_metric(Metric("deletion", deletion_metric,
                        description="pixel deletion: area under the target-probability curve"))
 
-from . import faithfulness  # noqa: E402,F401  (insertion, ROAD, faithfulness correlation register themselves)

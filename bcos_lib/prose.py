@@ -8,7 +8,7 @@ one of these, rounded to d decimals, equals it:
 
 1. a number in ``results/{train,explain,evaluate}/*/metrics.json`` (any depth), when the text
    quotes it with at least 3 significant digits, or a number it so quotes elsewhere;
-2. a paper's number (:mod:`bcos_lib.paper`) or a setting of ``params.yaml``;
+2. a paper's number (``PAPER_NUMBERS`` of a method's ``present.py``) or a setting of ``params.yaml``;
 3. the difference of two supported numbers quoted in the same paragraph or list item
    ("0.65 points apart", a margin);
 4. a number listed in ``allowed`` with the reason it cannot come from the files (e.g. an
@@ -51,13 +51,13 @@ def numbers_of(obj: Any) -> Iterable[float]:
 def source_numbers(root: str | Path) -> tuple[list[float], list[float]]:
     """The numbers the prose may quote: (measured: the results' metrics files, fixed: the
     papers' numbers and the settings of params.yaml)."""
-    from . import paper
+    from .core.registry import list_methods
     root = Path(root)
     measured: list[float] = []
     for stage in ("train", "explain", "evaluate"):
         for f in sorted((root / "results" / stage).glob("*/metrics.json")):
             measured += numbers_of(json.loads(f.read_text()))
-    fixed = list(numbers_of([getattr(paper, name) for name in paper.__all__]))
+    fixed = list(numbers_of([m.load("present").paper_numbers for m in list_methods()]))
     params = root / "params.yaml"
     if params.is_file():
         fixed += numbers_of(yaml.safe_load(params.read_text()))

@@ -105,13 +105,13 @@ def check_params(parameters: dict[str, Any], use_cache: bool = True) -> None:
     """Validate params.yaml with the stage's profile and model keys; raise ConfigError with a
     message that names the file once.  With ``use_cache``, a check that passed before with the
     same :func:`check_key` is not repeated."""
-    from .paths import display_path, project_root
+    from .core.paths import display_path, project_root
 
     root = project_root()
     key = check_key(root, parameters) if (root / "params.yaml").is_file() else None
     if use_cache and key and (root / CHECKED_DIR / key).is_file():
         return
-    from .config import ConfigError, load_params
+    from .core.config import ConfigError, load_params
 
     path = Path(display_path(root / "params.yaml"))
     profile = parameters.get("profile")
@@ -265,7 +265,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     parameters = {name: resolve_value(value) for name, value in args.parameters}
-    from .config import ConfigError
+    from .core.config import ConfigError
 
     try:
         check_params(parameters)

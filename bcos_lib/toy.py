@@ -19,7 +19,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import BcosLinear, LogitLayer
+from .methods.bcos.layers import BcosLinear
+from .layers.logit import LogitLayer
 from .train import loss_fn
 
 __all__ = ["angular_clusters", "toy_classifier", "train_toy", "unit_weights", "alignment", "class_probability_grid"]

@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .data import ImageDataset
-from .methods import StepInfo, StepOutput, TrainHooks
+from .core.config import TrainConfig
+from .core.data import ImageDataset
+from .core.contract import StepInfo, StepOutput, TrainHooks
 from .models.base import prepare_input
-from .utils import UnsafeFileError, atomic_torch_save, evaluating, safe_torch_load
+from .core.utils import UnsafeFileError, atomic_torch_save, evaluating, safe_torch_load
 
 __all__ = ["fit", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
            "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT", "init_distributed",

@@ -11,9 +11,9 @@ from typing import Callable
 
 from torch import nn
 
-from .config import load_params
-from .paths import project_root
-from .pipeline import ModelFileError, Run, load_model, load_trained, model_path
+from .core.config import load_params
+from .core.paths import project_root
+from .core.pipeline import ModelFileError, Run, load_model, load_trained, model_path
 
 __all__ = ["load_or_train"]
 

@@ -11,10 +11,10 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
   the pipeline's B-cos CNN (params.yaml ``models.bcos_cnn``, the training batch size) and at
   batch 64, 64→64 channels, 32×32, 3×3 (B-cos v2 §3; the floors are ≈ 1 and ≈ 2: a MaxOut-2
   unit is two convolutions); the other interpretable layer families found in
-  ``bcos_lib.layers`` at run time (DAU ÷ conv, LWTA ÷ ReLU, the class-specific gate's
+  the method packages' layers at run time (DAU ÷ conv, LWTA ÷ ReLU, the class-specific gate's
   overhead), or "not present";
 * training throughput (images/s, forward + backward + optimiser step) of each interpretable
-  model of params.yaml ÷ its standard twin (``TWINS``; the CSG models with their gates closed),
+  model of params.yaml ÷ its plain twin (``models.<key>.twin`` in params.yaml; the CSG models with their gates closed),
   and of the B-cos CNN and the standard CNN with the hardware options (channels_last, bf16
   autocast) ÷ without;
 * data loading: a training step that takes its batch as ``fit`` does ÷ one on a loaded batch;
@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bcos_lib import create_model, prepare_input  # noqa: E402
-from bcos_lib import layers as L  # noqa: E402
-from bcos_lib.explain import explain  # noqa: E402
-from bcos_lib.utils import keep_freed_memory  # noqa: E402
+from bcos_lib import create_model, prepare_input
+from bcos_lib.methods.bcos import layers as L
+from bcos_lib.explain import explain
+from bcos_lib.core.utils import keep_freed_memory
 
 
 @dataclass
@@ -139,18 +139,22 @@ def conv_rows(shapes_name: str, shapes: list[tuple], repeats: int, inner: int) -
 
 
 def layer_family_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
-    """The other interpretable layer families, discovered in bcos_lib.layers by name."""
+    """The other interpretable layer families, discovered by name in the method packages' layers."""
     rows = []
     n, c, hw = (8, 16, 16) if quick else (64, 64, 32)
     x = torch.rand(n, c, hw, hw)
     families = {"DAU": ("dynamicalignmentconv", "Dynamic alignment unit (CoDA Nets) ÷ nn.Conv2d"),
                 "LWTA": ("lwta", "LWTA ÷ ReLU"), "Gate": ("classspecificgate", "class-specific gate overhead")}
-    exported = {name: getattr(L, name) for name in dir(L) if inspect.isclass(getattr(L, name))
-                and issubclass(getattr(L, name), nn.Module)}
+    import importlib
+
+    from bcos_lib.core.registry import list_methods
+    mods = [importlib.import_module(f"{m.package}.layers") for m in list_methods() if m.side("layers") is not None]
+    exported = {name: getattr(mod, name) for mod in mods for name in dir(mod) if inspect.isclass(getattr(mod, name))
+                and issubclass(getattr(mod, name), nn.Module)}
     for family, (key, title) in families.items():
         found = [cls for name, cls in exported.items() if key in name.lower()]
         if not found:
-            rows.append(Row("layers", title, note=f"not present (no {family} layer in bcos_lib.layers)"))
+            rows.append(Row("layers", title, note=f"not present (no {family} layer in a method package)"))
             continue
         cls = found[0]
         try:
@@ -178,7 +182,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last
     is then part of the measured step) instead of reusing ``x``, ``y``."""
     from contextlib import nullcontext
 
-    from bcos_lib.layers import gate_labels
+    from bcos_lib.methods.csg.layers import gate_labels
     from bcos_lib.train import loss_fn
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -212,16 +216,14 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last
 #: of the same shape and training (its twin in params.yaml where it has one, else std_cnn); the
 #: CSG models step with their gates closed (a CSG step) against their ungated twin.  Models of
 #: params.yaml not named here are compared with std_cnn, one per architecture.
-TWINS = {"bcos_cnn": "std_cnn", "coda_net": "std_cnn", "coda_hybrid": "std_cnn",
-         "csg_std_cnn_small": "std_cnn_small", "csg_bcos_cnn_small": "bcos_cnn_small",
-         "bcosified_cnn": "std_cnn", "lwta_cnn": "lwta_twin_cnn", "lwta_vit": "gelu_twin_vit"}
 
 
 def _build(params, key: str, quick: bool) -> nn.Module:
     """The model of ``models.<key>`` with random weights.  An entry with ``init_from`` is made as
     the train stage makes it (``stages.train.initial_model``): its method's ``init`` applied to the
     model it starts from (e.g. B-cosification of ``std_cnn``), here an untrained one."""
-    from bcos_lib.methods import method_of, method_options
+    from bcos_lib.core.registry import method_of
+    from bcos_lib.core.config import method_options
     e = params.model(key)
     kw = dict(e.kwargs)
     if quick and "channels" in kw:
@@ -233,11 +235,11 @@ def _build(params, key: str, quick: bool) -> nn.Module:
 
 
 def training_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
-    from bcos_lib.config import load_params
-    from bcos_lib.methods import method_of
+    from bcos_lib.core.config import load_params
+    from bcos_lib.core.registry import method_of
     params = load_params()
     standard = method_of("std_cnn").name
-    pairs = {k: t for k, t in TWINS.items() if k in params.models and t in params.models}
+    pairs = {k: e.twin for k, e in params.models.items() if e.twin}
     covered = {params.model(k).arch for k in pairs}
     for key, e in params.models.items():   # a model a later method adds: against std_cnn, one per arch
         if method_of(e.arch).name != standard and e.arch not in covered and "std_cnn" in params.models:
@@ -282,8 +284,8 @@ def loading_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]
     batch loaded beforehand."""
     import itertools
 
-    from bcos_lib.config import load_params
-    from bcos_lib.data import DataError, load_dataset
+    from bcos_lib.core.config import load_params
+    from bcos_lib.core.data import DataError, load_dataset
     from bcos_lib.train import batches
     params = load_params()
     batch = 32 if quick else params.train.batch_size
@@ -303,7 +305,7 @@ def loading_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]
 
 
 def explanation_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[Row]:
-    from bcos_lib.config import load_params
+    from bcos_lib.core.config import load_params
     entry = load_params().model("bcos_cnn")
     kw = dict(entry.kwargs)
     if quick:
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     repeats = args.repeats or (3 if args.quick else 7)
     inner = 1 if args.quick else 3
-    from bcos_lib.config import load_params
+    from bcos_lib.core.config import load_params
     params = load_params()
     rows: list[Row] = []
     batch = 8 if args.quick else params.train.batch_size

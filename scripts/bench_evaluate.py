@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bcos_lib import create_model, prepare_input  # noqa: E402
-from bcos_lib.data import ImageDataset, load_fashion_mnist  # noqa: E402
-from bcos_lib.explain import explain  # noqa: E402
-from bcos_lib.layers.explanation_mode import explanation_mode  # noqa: E402
-from bcos_lib.metrics import localisation_scores, make_grids, score_grids  # noqa: E402
-from bcos_lib.utils import keep_freed_memory  # noqa: E402
+from bcos_lib import create_model, prepare_input
+from bcos_lib.core.data import ImageDataset, load_fashion_mnist
+from bcos_lib.explain import explain
+from bcos_lib.layers.explanation_mode import explanation_mode
+from bcos_lib.metrics import localisation_scores, make_grids, score_grids
+from bcos_lib.core.utils import keep_freed_memory
 
 
 def loop_scores(model: torch.nn.Module, grids: torch.Tensor, classes: torch.Tensor, n: int) -> torch.Tensor:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads, the same for both (0: torch's default, one per core)")
     p.add_argument("--default-allocator", action="store_true",
-                   help="leave glibc's allocator as it is (the pipeline tunes it: bcos_lib.utils.keep_freed_memory)")
+                   help="leave glibc's allocator as it is (the pipeline tunes it: bcos_lib.core.utils.keep_freed_memory)")
     args = p.parse_args(argv)
 
     if args.threads > 0:
@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()  # as the pipeline does; the same for both sides of the comparison
     torch.manual_seed(0)
     if args.checkpoint:
-        from bcos_lib.pipeline import load_model
+        from bcos_lib.core.pipeline import load_model
         model, what = load_model(args.checkpoint), args.checkpoint
     elif args.arch:
         model, what = create_model(args.arch).eval(), f"untrained {args.arch} (registry defaults)"
     else:
-        from bcos_lib.config import load_params
+        from bcos_lib.core.config import load_params
         entry = load_params().model(args.model)
         model = create_model(entry.arch, **entry.kwargs).eval()
         what = f"untrained models.{args.model} of params.yaml ({entry.arch}, {entry.kwargs})"

@@ -1,4 +1,4 @@
-"""Attribution maps by method name (bcos_lib.attribution): shapes, the model's own
+"""Attribution maps by method name (bcos_lib.explain): shapes, the model's own
 explanation, and that several targets per image give what one captum call per target gives."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.attribution import attribute, gradcam_layer, list_attributions, method_label, posthoc_attributions
+from bcos_lib.explain import attribute, gradcam_layer, list_attributions, method_label, posthoc_attributions
 from bcos_lib.explain import explain
 
 torch.set_num_threads(1)

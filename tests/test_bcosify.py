@@ -14,15 +14,15 @@ import torchvision
 from torch import nn
 
 from bcos_lib import create_model
-from bcos_lib.bcosify import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, BcosifyError, bcosify,
-                              bcosify_clip_visual, clip_zero_shot, load_clip_rn50, torchvision_model,
-                              torchvision_weights_file)
+from bcos_lib.methods.bcosification.convert import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, BcosifyError, bcosify, bcosify_clip_visual, clip_zero_shot, load_clip_rn50, torchvision_model, torchvision_weights_file)
 from bcos_lib.explain import explain
-from bcos_lib.layers import add_inverse, explanation_mode
-from bcos_lib.layers.bcosified import live_biases, set_bias_scale
-from bcos_lib.methods import StepInfo
-from bcos_lib.methods import bcosification as bm
-from bcos_lib.pipeline import load_model, save_model
+from bcos_lib.layers.encoding import add_inverse
+from bcos_lib.layers.explanation_mode import explanation_mode
+from bcos_lib.methods.bcosification.layers import live_biases, set_bias_scale
+from bcos_lib.core.contract import StepInfo
+from bcos_lib.methods.bcosification import model as bcosification_model
+from bcos_lib.methods.bcosification import present as bcosification_present
+from bcos_lib.core.pipeline import load_model, save_model
 
 torch.set_num_threads(1)
 SHAPE = {"channels": [8, 16, 16, 32], "strides": [1, 2, 1, 2]}
@@ -294,7 +294,7 @@ def test_clip_attention_pool_position_embedding_is_explained():
 def test_init_records_how_to_rebuild_and_save_load_roundtrip(tmp_path):
     parent = create_model("std_cnn", **SHAPE)
     _randomise(parent).float()
-    model = bm.init(parent, bm.BcosificationOptions(b=2.0))
+    model = bcosification_model.init(parent, bcosification_model.BcosificationOptions(b=2.0))
     assert model.model_name == "bcosified" and model.model_kwargs["source_arch"] == "std_cnn"
     assert model.model_kwargs["source_kwargs"] == SHAPE
     save_model(model, tmp_path / "m.pt")
@@ -312,29 +312,29 @@ def test_torchvision_source_through_the_builder():
 
 
 def test_options_are_validated():
-    from bcos_lib.config import ConfigError
+    from bcos_lib.core.config import ConfigError
     with pytest.raises(ConfigError, match="b_start"):
-        bm.BcosificationOptions(b=2.0, b_start=3.0)
+        bcosification_model.BcosificationOptions(b=2.0, b_start=3.0)
     with pytest.raises(ConfigError, match="max_pool"):
-        bm.BcosificationOptions(max_pool="min")
+        bcosification_model.BcosificationOptions(max_pool="min")
 
 
 def test_schedules_end_where_the_builder_starts():
-    opts = bm.BcosificationOptions(b=2.0, b_start=1.0, keep_bias=True)
+    opts = bcosification_model.BcosificationOptions(b=2.0, b_start=1.0, keep_bias=True)
     info = lambda s: StepInfo(epoch=0, step=s, epochs=1, total_steps=10, loss_name="bce")  # noqa: E731
-    assert bm.schedule(opts, info(0)) == pytest.approx((1.1, 0.9))
-    assert bm.schedule(opts, info(4)) == pytest.approx((1.5, 0.5))
-    assert bm.schedule(opts, info(9)) == (2.0, 0.0)
-    assert bm.schedule(bm.BcosificationOptions(), info(0)) == (2.0, 0.0)
-    assert bm.training(None, bm.BcosificationOptions(), None).step is None
+    assert bcosification_model.schedule(opts, info(0)) == pytest.approx((1.1, 0.9))
+    assert bcosification_model.schedule(opts, info(4)) == pytest.approx((1.5, 0.5))
+    assert bcosification_model.schedule(opts, info(9)) == (2.0, 0.0)
+    assert bcosification_model.schedule(bcosification_model.BcosificationOptions(), info(0)) == (2.0, 0.0)
+    assert bcosification_model.training(None, bcosification_model.BcosificationOptions(), None).step is None
 
 
 def test_epochs_to_reach_and_speedup():
     scratch = pd.DataFrame({"epoch": [1, 2, 3, 4], "test_accuracy": [50.0, 70.0, 80.0, 84.0]})
     converted = pd.DataFrame({"epoch": [1, 2], "test_accuracy": [80.0, 88.0]})
-    assert bm.epochs_to_reach(scratch, 84.0, 10.0) == 4.0
-    assert bm.epochs_to_reach(converted, 84.0, 10.0) == pytest.approx(1.5)
-    assert bm.epochs_to_reach(converted, 95.0, 10.0) is None
-    s = bm.speedup(scratch, converted, 10, scratch_seconds_per_epoch=10.0, converted_seconds_per_epoch=12.0)
+    assert bcosification_present.epochs_to_reach(scratch, 84.0, 10.0) == 4.0
+    assert bcosification_present.epochs_to_reach(converted, 84.0, 10.0) == pytest.approx(1.5)
+    assert bcosification_present.epochs_to_reach(converted, 95.0, 10.0) is None
+    s = bcosification_present.speedup(scratch, converted, 10, scratch_seconds_per_epoch=10.0, converted_seconds_per_epoch=12.0)
     assert s["ratio"] == pytest.approx(4 / 1.5) and s["seconds_ratio"] == pytest.approx(40 / 18)
-    assert bm.speedup(scratch, converted.assign(test_accuracy=[30.0, 40.0]))["ratio"] is None
+    assert bcosification_present.speedup(scratch, converted.assign(test_accuracy=[30.0, 40.0]))["ratio"] is None

@@ -7,14 +7,16 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.config import ModelEntry
+from bcos_lib.core.config import ModelEntry
 from bcos_lib.explain import explain
-from bcos_lib.layers import DynamicAlignmentConv2d, DynamicAlignmentLinear, explanation_mode
-from bcos_lib.layers.dau import NORM_EPS
-from bcos_lib.layers.reference import dau_conv2d_reference, reference_forward
-from bcos_lib.methods import EvalContext, ModelResult, get_method, get_metric, method_of
-from bcos_lib.methods import coda
-
+from bcos_lib.methods.coda.layers import DynamicAlignmentConv2d, DynamicAlignmentLinear
+from bcos_lib.layers.explanation_mode import explanation_mode
+from bcos_lib.methods.coda.layers import NORM_EPS
+from reference import dau_conv2d_reference, reference_forward
+from bcos_lib.core.contract import EvalContext, ModelResult
+from bcos_lib.core.registry import get_method, get_metric, method_of
+from bcos_lib.methods.coda import metrics as coda_metrics
+from bcos_lib.methods.coda import present as coda_present
 torch.set_num_threads(1)
 
 SMALL = dict(channels=[4, 6], strides=[1, 2], kernels=[3, 3], ranks=[3, 4, 5])
@@ -190,7 +192,7 @@ def test_hybrid_is_exact_at_the_input_of_its_first_dau_layer():
     assert not model.explainable and not model.dynamic_linear and model.explanation_bias() is None
     x = model.prepare_input(torch.rand(3, 1, 28, 28, dtype=torch.float64))
     targets = torch.tensor([[0, 1], [2, 3], [4, 5]])
-    e, maps = coda.explain_at_dau_input(model, x, targets)
+    e, maps = coda_metrics.explain_at_dau_input(model, x, targets)
     assert not model.training, "explaining must leave the model in eval mode"
     with torch.no_grad():
         logits = model(x)
@@ -204,7 +206,7 @@ def test_hybrid_is_exact_at_the_input_of_its_first_dau_layer():
 
 def _spots(n: int, seed: int):
     """Class c = a bright 3×3 square at position c on a 12×12 noise image (as in test_metrics)."""
-    from bcos_lib.data import ImageDataset
+    from bcos_lib.core.data import ImageDataset
 
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 10
@@ -216,7 +218,7 @@ def _spots(n: int, seed: int):
 
 
 def test_dau_input_localisation_metric_scores_own_and_gradcam():
-    from bcos_lib.config import EvaluateConfig
+    from bcos_lib.core.config import EvaluateConfig
     from bcos_lib.train import loss_fn
 
     torch.manual_seed(0)
@@ -255,7 +257,7 @@ def test_dau_input_localisation_metric_scores_own_and_gradcam():
 
 # --- figures and report ---------------------------------------------------------------------------------------
 
-def _result(key: str, t: float, acc: float, loc: float, group: str = coda.T_SWEEP_GROUP) -> ModelResult:
+def _result(key: str, t: float, acc: float, loc: float, group: str = coda_present.T_SWEEP_GROUP) -> ModelResult:
     entry = ModelEntry(arch="coda_net", kwargs={"logit_temperature": t}, group=group, label=f"CoDA T={t:g}")
     return ModelResult(key=key, entry=entry, method="CoDA", label=entry.label, train={"test_accuracy": acc},
                        explain=None, evaluate={"localisation": {"methods": {"own": {"mean": loc}, "gradcam": {"mean": 0.4}}}},
@@ -265,7 +267,7 @@ def _result(key: str, t: float, acc: float, loc: float, group: str = coda.T_SWEE
 def test_t_sweep_table_figure_and_report():
     results = {"c1000": _result("c1000", 1000, 80.0, 0.7), "c10": _result("c10", 10, 82.0, 0.3),
                "c100": _result("c100", 100, 81.0, 0.5)}
-    sweep = coda.t_sweep_table(results)
+    sweep = coda_present.t_sweep_table(results)
     assert sweep["T"].tolist() == [10, 100, 1000] and sweep["localisation"].tolist() == [0.3, 0.5, 0.7]
     assert sweep["paper_localisation"].tolist() == [0.31, 0.64, 0.91]
     figs = get_method("CoDA").figures(results, None)

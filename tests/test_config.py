@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from bcos_lib.config import ConfigError, deep_merge, load_params, parse_params, set_profile
-from bcos_lib.paths import project_root
+from bcos_lib.core.config import ConfigError, deep_merge, load_params, parse_params, set_profile
+from bcos_lib.core.paths import project_root
 from _make import make
 
 
@@ -91,7 +91,7 @@ def test_profile_overrides_of_models_not_defined_are_skipped(raw):
 
 # ----------------------------------------------------------------------------- `make repro PROFILE=…`
 def test_set_profile_changes_that_line_only(tmp_path):
-    """`make repro PROFILE=x` runs `python -m bcos_lib.config --set-profile x`: the profile line
+    """`make repro PROFILE=x` runs `python -m bcos_lib.core.config --set-profile x`: the profile line
     changes, every comment and every other byte of params.yaml stay."""
     path = tmp_path / "params.yaml"
     text = (project_root() / "params.yaml").read_text()
@@ -123,10 +123,10 @@ def test_set_profile_checks_before_it_writes(tmp_path):
 def test_config_command_prints_one_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((project_root() / "params.yaml").read_text())
-    ok = subprocess.run([sys.executable, "-m", "bcos_lib.config", "--params", str(path), "--set-profile", "gpu"],
+    ok = subprocess.run([sys.executable, "-m", "bcos_lib.core.config", "--params", str(path), "--set-profile", "gpu"],
                         capture_output=True, text=True, cwd=project_root())
     assert ok.returncode == 0 and ok.stdout.strip() == f"{path}: base.profile is gpu", ok.stdout + ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "bcos_lib.config", "--params", str(path), "--set-profile", "huge"],
+    bad = subprocess.run([sys.executable, "-m", "bcos_lib.core.config", "--params", str(path), "--set-profile", "huge"],
                          capture_output=True, text=True, cwd=project_root())
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
@@ -144,7 +144,7 @@ def test_make_repro_profile_sets_the_profile_before_dvc_repro():
     with_profile = commands("PROFILE=tiny")
     assert len(with_profile) == 3, with_profile
     assert with_profile[0].endswith("/python -m bcos_lib.dvcgen"), with_profile
-    assert with_profile[1].endswith("/python -m bcos_lib.config --set-profile tiny"), with_profile
+    assert with_profile[1].endswith("/python -m bcos_lib.core.config --set-profile tiny"), with_profile
     assert with_profile[2].endswith("/dvc repro"), with_profile
     without = commands()
     assert len(without) == 2 and without[1].endswith("/dvc repro"), without

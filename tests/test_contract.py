@@ -1,120 +1,181 @@
-"""The method contract (bcos_lib.methods): a method defined only here — a layer, a model
-builder, an extra loss term with an after-step hook, a metric, a figure and a report section —
-trains, explains, evaluates and reaches the report through the shared stages, with no edit
-to any shared module.  Also: every registered model belongs to exactly one method, and the
-registries reject what they should.
+"""The method contract (bcos_lib.core.contract, bcos_lib.core.registry): a new paper is one folder plus
+params.yaml entries.  A method written here as a package — a manifest, a layer and a model builder
+with an extra loss term and an after-step hook (model.py), a metric with options (metrics.py), a
+figure and a report section (present.py) — trains, explains, evaluates and reaches the report through
+the shared stages, with no edit to any shared module.  Also: every registered model belongs to exactly
+one method, and the registries reject what they should.
 """
 from __future__ import annotations
 
 import json
-
+import sys
 import textwrap
-from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bcos_lib import methods as M  # noqa: E402
-from bcos_lib import registry  # noqa: E402
-from bcos_lib.config import ConfigError, load_params  # noqa: E402
-from bcos_lib.layers import BcosConv2d, LogitLayer  # noqa: E402
-from bcos_lib.models.cnn import ConvNet  # noqa: E402
+from bcos_lib.core import contract as C  # noqa: E402
+from bcos_lib.core import registry  # noqa: E402
+from bcos_lib.core.config import ConfigError, load_params  # noqa: E402
+from bcos_lib.methods.bcos.layers import BcosConv2d  # noqa: E402
 
 torch.set_num_threads(1)
 
+# ----------------------------------------------------------------------------- a toy paper, as a folder
+TOY_PACKAGE = {
+    "__init__.py": """
+        \"\"\"A toy paper: one folder, as every paper of the companion.\"\"\"
+        from bcos_lib.core.contract import MethodSpec
 
-# ----------------------------------------------------------------------------- a toy method
-class HalfScale(nn.Module):
-    """The toy method's "layer": multiplies by a fixed 0.5 (still dynamic linear)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x
-
-
-def toy_net(num_classes: int = 10, image_channels: int = 1, width: int = 8) -> ConvNet:
-    def conv(ci, co, **kw):
-        return BcosConv2d(ci, co, b=2.0, **kw)
-
-    return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=[width, width], strides=[1, 2],
-                   conv=conv, classifier=conv, norm=None, act=HalfScale, stem=None,
-                   logit=LogitLayer(num_classes, 1.0, None), encoding="add_inverse", default_loss="bce",
-                   dynamic_linear=True)
+        METHOD = MethodSpec(name="toy", paper="a test", models=("toy_net",), groups=("toy_group",),
+                            metrics=("toy_metric",), order=95)
+        """,
+    "layers.py": """
+        from torch import nn
 
 
-@dataclass
-class ToyOptions:
-    penalty: float = 0.01
+        class HalfScale(nn.Module):
+            \"\"\"The toy method's "layer": multiplies by a fixed 0.5 (still dynamic linear).\"\"\"
+
+            def forward(self, x):
+                return 0.5 * x
+        """,
+    "model.py": """
+        from dataclasses import dataclass
+
+        from bcos_lib.core.contract import TrainHooks
+        from bcos_lib.layers.logit import LogitLayer
+        from bcos_lib.methods.bcos.layers import BcosConv2d
+        from bcos_lib.models.cnn import ConvNet
+        from bcos_lib.core.registry import register_model
+        from bcos_lib.train import default_step
+
+        from .layers import HalfScale
+
+        CALLS = {"after_step": 0}
 
 
-CALLS = {"after_step": 0}
+        @register_model
+        def toy_net(num_classes: int = 10, image_channels: int = 1, width: int = 8) -> ConvNet:
+            def conv(ci, co, **kw):
+                return BcosConv2d(ci, co, b=2.0, **kw)
+
+            return ConvNet(image_channels=image_channels, num_classes=num_classes, channels=[width, width],
+                           strides=[1, 2], conv=conv, classifier=conv, norm=None, act=HalfScale, stem=None,
+                           logit=LogitLayer(num_classes, 1.0, None), encoding="add_inverse", default_loss="bce",
+                           dynamic_linear=True)
 
 
-def toy_training(model, options: ToyOptions, cfg):
-    from bcos_lib.train import default_step
-
-    def step(model, x, y, info):
-        out = default_step(model, x, y, info)
-        penalty = options.penalty * sum(p.pow(2).sum() for p in model.parameters())
-        out.loss = out.loss + penalty
-        out.terms["penalty"] = float(penalty.detach())
-        return out
-
-    def after_step(model, info):
-        CALLS["after_step"] += 1
-
-    def after_epoch(model, info):
-        assert not model.training
-        return {"epoch_seen": info.epoch + 1}
-
-    return M.TrainHooks(step=step, after_step=after_step, after_epoch=after_epoch)
+        @dataclass
+        class ToyOptions:
+            penalty: float = 0.01
 
 
-@dataclass
-class ToyMetricOptions:
-    n_images: int = 16
+        OPTIONS = ToyOptions
 
 
-def toy_metric(ctx: M.EvalContext) -> M.MetricResult:
-    with torch.no_grad():
-        x = ctx.model.prepare_input(ctx.test_data.images[:ctx.options.n_images])
-        mean_logit = float(ctx.model(x).mean())
-    return M.MetricResult({"mean_logit": mean_logit, "n": ctx.options.n_images},
-                          {"toy_table": pd.DataFrame({"image": range(3), "value": [1.0, 2.0, 3.0]})})
+        def training(model, options, cfg):
+            def step(model, x, y, info):
+                out = default_step(model, x, y, info)
+                penalty = options.penalty * sum(p.pow(2).sum() for p in model.parameters())
+                out.loss = out.loss + penalty
+                out.terms["penalty"] = float(penalty.detach())
+                return out
+
+            def after_step(model, info):
+                CALLS["after_step"] += 1
+
+            def after_epoch(model, info):
+                assert not model.training
+                return {"epoch_seen": info.epoch + 1}
+
+            return TrainHooks(step=step, after_step=after_step, after_epoch=after_epoch)
+        """,
+    "metrics.py": """
+        from dataclasses import dataclass
+
+        import pandas as pd
+        import torch
+
+        from bcos_lib.core.contract import Metric, MetricResult
+        from bcos_lib.core.registry import register_metric
 
 
-def toy_figures(results, run):
-    fig, ax = plt.subplots()
-    ax.plot([0, 1], [0, 1])
-    return {"toy_figure": fig}
+        @dataclass
+        class ToyMetricOptions:
+            n_images: int = 16
 
 
-def toy_report(results):
-    rows = [r for r in M.results_of(results, method="toy")]
-    return "### Toy method\n\n" + "\n".join(f"- `{r.key}`: mean logit {r.metric('toy_metric')['mean_logit']:.3f}"
-                                           for r in rows if r.metric("toy_metric"))
+        def toy_metric(ctx):
+            with torch.no_grad():
+                x = ctx.model.prepare_input(ctx.test_data.images[:ctx.options.n_images])
+                mean_logit = float(ctx.model(x).mean())
+            return MetricResult({"mean_logit": mean_logit, "n": ctx.options.n_images},
+                                {"toy_table": pd.DataFrame({"image": range(3), "value": [1.0, 2.0, 3.0]})})
+
+
+        register_metric(Metric("toy_metric", toy_metric, ToyMetricOptions))
+        """,
+    "present.py": """
+        import matplotlib.pyplot as plt
+
+        from bcos_lib.core.contract import results_of
+
+
+        def figures(results, run):
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, 1])
+            return {"toy_figure": fig}
+
+
+        def report(results):
+            rows = list(results_of(results, method="toy"))
+            return "### Toy method\\n\\n" + "\\n".join(
+                f"- `{r.key}`: mean logit {r.metric('toy_metric')['mean_logit']:.3f}" for r in rows
+                if r.metric("toy_metric"))
+        """,
+}
+
+
+def _forget_discovery() -> None:
+    registry._DISCOVERED = False
+    registry._METHODS.clear()
+    registry._ARCH_TO_METHOD.clear()
+    for name in [n for n, m in registry._METRIC_MODULES.items() if m.startswith("bcos_lib.methods.toy")]:
+        registry._METRIC_MODULES.pop(name, None)
 
 
 @pytest.fixture()
-def toy_method():
-    """Register the toy method for one test and remove every trace of it afterwards."""
-    registry.list_models()
-    registry.register_model(toy_net)
-    method = M.register_method(M.Method(name="toy", paper="a test", models=("toy_net",), options=ToyOptions,
-                                        training=toy_training, figures=toy_figures, report=toy_report))
-    M.register_metric(M.Metric("toy_metric", toy_metric, ToyMetricOptions))
+def toy_method(tmp_path):
+    """The toy paper as a folder next to the papers' packages, for one test; every trace removed afterwards."""
+    import bcos_lib.methods as methods_pkg
+
+    folder = tmp_path / "extra_methods" / "toy"
+    folder.mkdir(parents=True)
+    for name, text in TOY_PACKAGE.items():
+        (folder / name).write_text(textwrap.dedent(text).lstrip())
+    methods_pkg.__path__.append(str(folder.parent))
+    _forget_discovery()
     try:
+        method = registry.get_method("toy")
+        assert method.package == "bcos_lib.methods.toy"
         yield method
     finally:
+        methods_pkg.__path__.remove(str(folder.parent))
         registry._MODELS.pop("toy_net", None)
-        M._METHODS.pop("toy", None)
-        M._ARCH_TO_METHOD.pop("toy_net", None)
-        M._METRICS.pop("toy_metric", None)
+        registry._METRICS.pop("toy_metric", None)
+        for mod in [m for m in sys.modules if m.startswith("bcos_lib.methods.toy")]:
+            del sys.modules[mod]
+        _forget_discovery()
+
+
+def _calls() -> dict[str, int]:
+    return sys.modules["bcos_lib.methods.toy.model"].CALLS
 
 
 def _params(tmp_path, model_yaml: str) -> str:
@@ -143,14 +204,13 @@ toy:
 
 
 def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_path):
-    from bcos_lib import pipeline
+    from bcos_lib.core import pipeline
     from bcos_lib.stages import evaluate, explain, figures, train
 
     run = pipeline.setup(None, str(tmp_path / "out"), _params(tmp_path, TOY_ENTRY))
-    before = CALLS["after_step"]
     m = train.run(run, "toy", progress=False, log=lambda s: None)
     assert m["method"] == "toy"
-    assert CALLS["after_step"] - before == 2 * 40  # 2000 images / 50 per step, 2 epochs
+    assert _calls()["after_step"] == 2 * 40  # 2000 images / 50 per step, 2 epochs
     history = pd.read_csv(run.path("results", "train", "toy", "history.csv"))
     assert "train_penalty" in history and (history["train_penalty"] > 0).all()
     assert history["epoch_seen"].tolist() == [1, 2]
@@ -196,6 +256,14 @@ def test_metric_names_and_options_are_validated(toy_method, tmp_path):
         load_params(path)
 
 
+def test_group_must_be_declared_and_twin_must_be_a_model(toy_method, tmp_path):
+    load_params(_params(tmp_path, TOY_ENTRY.replace("label: toy net", "label: toy net\n  group: toy_group")))
+    with pytest.raises(ConfigError, match=r"models\.toy\.group: unknown group 'toy_grup'.*toy_group \(toy\)"):
+        load_params(_params(tmp_path, TOY_ENTRY.replace("label: toy net", "label: toy net\n  group: toy_grup")))
+    with pytest.raises(ConfigError, match=r"models\.toy\.twin: 'std' is not another key"):
+        load_params(_params(tmp_path, TOY_ENTRY.replace("label: toy net", "label: toy net\n  twin: std")))
+
+
 def test_init_from_must_name_a_model_and_not_loop(toy_method, tmp_path):
     entry = TOY_ENTRY + "toy2:\n  arch: toy_net\n  init_from: toy3\n"
     with pytest.raises(ConfigError, match=r"models\.toy2\.init_from: 'toy3' is not a key"):
@@ -207,7 +275,7 @@ def test_init_from_must_name_a_model_and_not_loop(toy_method, tmp_path):
 
 def test_init_from_starts_from_the_trained_model(toy_method, tmp_path):
     """Without a method `init`, a model with `init_from` starts from the parent's weights."""
-    from bcos_lib import pipeline
+    from bcos_lib.core import pipeline
     from bcos_lib.stages import train
 
     entry = TOY_ENTRY + "toy_ft:\n  arch: toy_net\n  kwargs: {width: 16}\n  init_from: toy\n"
@@ -221,7 +289,7 @@ def test_init_from_starts_from_the_trained_model(toy_method, tmp_path):
 
 def test_every_model_belongs_to_exactly_one_method():
     owners = {}
-    for method in M.list_methods():
+    for method in registry.list_methods():
         for arch in method.models:
             assert arch not in owners, f"{arch} is claimed by {owners[arch]} and {method.name}"
             owners[arch] = method.name
@@ -230,26 +298,39 @@ def test_every_model_belongs_to_exactly_one_method():
 
 def test_registries_reject_duplicates_and_unknown_names():
     with pytest.raises(KeyError, match="registered twice"):
-        M.register_method(M.Method(name="bcos", paper="again"))
+        registry.register_method(C.Method(name="bcos", paper="again"))
     with pytest.raises(KeyError, match="claimed by"):
-        M.register_method(M.Method(name="thief", paper="x", models=("bcos_cnn",)))
-    assert "thief" not in [m.name for m in M.list_methods()]
+        registry.register_method(C.Method(name="thief", paper="x", models=("bcos_cnn",)))
+    assert "thief" not in [m.name for m in registry.list_methods()]
     with pytest.raises(KeyError, match="registered twice"):
-        M.register_metric(M.Metric("localisation", lambda ctx: None))
-    with pytest.raises(KeyError, match="belongs to no registered method"):
-        M.method_of("no_such_model")
-    from bcos_lib.attribution import Attribution, method_label, register_attribution
+        registry.register_metric(C.Metric("localisation", lambda ctx: None))
+    with pytest.raises(KeyError, match="registered twice"):
+        registry.register_metric(C.Metric("mis", lambda ctx: None))   # CSG's manifest declares it
+    with pytest.raises(KeyError, match="belongs to no method"):
+        registry.method_of("no_such_model")
+    from bcos_lib.explain import Attribution, method_label, register_attribution
     with pytest.raises(KeyError, match="registered twice"):
         register_attribution(Attribution("ixg", "again", lambda *a: None))
     with pytest.raises(ValueError, match="unknown attribution method"):
         method_label("no_such_method")
 
 
+def _toy_net() -> nn.Module:
+    from bcos_lib.layers.logit import LogitLayer
+    from bcos_lib.models.cnn import ConvNet
+
+    def conv(ci, co, **kw):
+        return BcosConv2d(ci, co, b=2.0, **kw)
+    return ConvNet(image_channels=1, num_classes=10, channels=[8, 8], strides=[1, 2], conv=conv, classifier=conv,
+                   norm=None, act=nn.Identity, stem=None, logit=LogitLayer(10, 1.0, None), encoding="add_inverse",
+                   default_loss="bce", dynamic_linear=True)
+
+
 def test_dynamic_linearity_is_declared_not_inferred():
     """A conventional stem in front of B-cos layers contains explainable layers but is not
     dynamic linear in its input: the model's declaration decides."""
-    from bcos_lib.layers import is_explainable
-    model = toy_net()
+    from bcos_lib.layers.explanation_mode import is_explainable
+    model = _toy_net()
     assert model.explainable and is_explainable(model)
     model.dynamic_linear = False
     assert not model.explainable and not is_explainable(model)

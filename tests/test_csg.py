@@ -10,13 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from bcos_lib.config import ConfigError, EvaluateConfig, ModelEntry
-from bcos_lib.data import ImageDataset
-from bcos_lib.layers import ClassSpecificGate, class_gates, gate_labels
-from bcos_lib.layers.reference import class_gate_reference, gate_renormalise_reference, gate_sparsity_reference
-from bcos_lib.methods import EvalContext, ModelResult, StepInfo, get_metric
-from bcos_lib.methods import csg
-from bcos_lib.registry import create_model
+from bcos_lib.core.config import ConfigError, EvaluateConfig, ModelEntry
+from bcos_lib.core.data import ImageDataset
+from bcos_lib.methods.csg.layers import ClassSpecificGate, class_gates, gate_labels
+from reference import class_gate_reference, gate_renormalise_reference, gate_sparsity_reference
+from bcos_lib.core.contract import EvalContext, ModelResult, StepInfo
+from bcos_lib.core.registry import get_metric
+from bcos_lib.methods.csg import metrics as csg_metrics
+from bcos_lib.methods.csg import model as csg_model
+from bcos_lib.methods.csg import present as csg_present
+from bcos_lib.core.registry import create_model
 from bcos_lib.train import default_step
 
 torch.set_num_threads(1)
@@ -126,37 +129,37 @@ def test_gated_builder_checks_its_arguments():
 
 # ----------------------------------------------------------------------------- training
 def test_schedule_is_a_pure_function_of_the_epoch():
-    o = csg.CSGOptions(warmup_epochs=2, period=3)
-    assert [csg.is_csg_epoch(e, o) for e in range(9)] == [False, False, True, False, False, True, False, False, True]
-    assert [csg.is_csg_epoch(e, csg.CSGOptions(warmup_epochs=0, period=1)) for e in range(3)] == [True] * 3
+    o = csg_model.CSGOptions(warmup_epochs=2, period=3)
+    assert [csg_model.is_csg_epoch(e, o) for e in range(9)] == [False, False, True, False, False, True, False, False, True]
+    assert [csg_model.is_csg_epoch(e, csg_model.CSGOptions(warmup_epochs=0, period=1)) for e in range(3)] == [True] * 3
 
 
 def test_alternation_by_step_gates_every_period_th_batch_after_the_warm_up():
-    from bcos_lib.methods import StepInfo
-    o = csg.CSGOptions(warmup_epochs=1, period=2, unit="step")
+    from bcos_lib.core.contract import StepInfo
+    o = csg_model.CSGOptions(warmup_epochs=1, period=2, unit="step")
     info = [StepInfo(epoch=s // 5, step=s, epochs=3, total_steps=15, loss_name="ce") for s in range(15)]
-    assert [csg.is_csg_step(i, o) for i in info] == [False] * 5 + [False, True, False, True, False,
+    assert [csg_model.is_csg_step(i, o) for i in info] == [False] * 5 + [False, True, False, True, False,
                                                                    True, False, True, False, True]
-    assert [csg.is_csg_epoch(e, o) for e in range(3)] == [False, True, True]
-    by_epoch = csg.CSGOptions(warmup_epochs=1, period=2)
-    assert [csg.is_csg_step(i, by_epoch) for i in info] == [False] * 5 + [True] * 5 + [False] * 5
+    assert [csg_model.is_csg_epoch(e, o) for e in range(3)] == [False, True, True]
+    by_epoch = csg_model.CSGOptions(warmup_epochs=1, period=2)
+    assert [csg_model.is_csg_step(i, by_epoch) for i in info] == [False] * 5 + [True] * 5 + [False] * 5
     with pytest.raises(ConfigError, match="unit must be one of epoch, step"):
-        csg.CSGOptions(unit="batch")
+        csg_model.CSGOptions(unit="batch")
 
 
 @pytest.mark.parametrize("bad, match", [({"period": 0}, "period"), ({"density": 0.0}, "density"),
                                         ({"warmup_epochs": -1}, "warmup"), ({"sparsity_weight": -1.0}, "sparsity")])
 def test_options_are_validated(bad, match):
     with pytest.raises(ConfigError, match=match):
-        csg.CSGOptions(**bad)
+        csg_model.CSGOptions(**bad)
 
 
 def test_training_hooks_gate_only_csg_epochs():
     torch.manual_seed(0)
     model = create_model("csg_std_cnn", **SMALL, gate_lr_scale=1.0).train()
     (gate,) = class_gates(model)
-    opts = csg.CSGOptions(warmup_epochs=1, period=2, sparsity_weight=0.5, density=0.2)
-    hooks = csg.training(model, opts, type("Cfg", (), {"epochs": 3})())
+    opts = csg_model.CSGOptions(warmup_epochs=1, period=2, sparsity_weight=0.5, density=0.2)
+    hooks = csg_model.training(model, opts, type("Cfg", (), {"epochs": 3})())
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     std = hooks.step(model, x, y, _info(0))
     std.loss.backward()
@@ -187,10 +190,10 @@ def _gated_logits(model, x, y):
 
 def test_training_rejects_a_schedule_without_csg_epochs_and_ungated_models():
     with pytest.raises(ConfigError, match="no CSG epoch"):
-        csg.training(create_model("csg_std_cnn", **SMALL), csg.CSGOptions(warmup_epochs=3),
+        csg_model.training(create_model("csg_std_cnn", **SMALL), csg_model.CSGOptions(warmup_epochs=3),
                      type("Cfg", (), {"epochs": 3})())
     with pytest.raises(ConfigError, match="no class-specific gate"):
-        csg.training(create_model("std_cnn", **SMALL), csg.CSGOptions(), type("Cfg", (), {"epochs": 3})())
+        csg_model.training(create_model("std_cnn", **SMALL), csg_model.CSGOptions(), type("Cfg", (), {"epochs": 3})())
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -200,11 +203,11 @@ def test_mis_is_high_for_class_specific_features_and_low_for_noise():
     specific = np.stack([(y == c) + 0.05 * rng.standard_normal(400) for c in range(4)], 1)
     noise = rng.standard_normal((400, 4))
     h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))   # the entropy of 1[y = c]: the most MI can be
-    mi = csg.mutual_information_matrix(specific, y, 4)
+    mi = csg_metrics.mutual_information_matrix(specific, y, 4)
     assert mi.shape == (4, 4) and np.argmax(mi, 0).tolist() == [0, 1, 2, 3]
-    assert csg.mutual_information_score(mi) == pytest.approx(h, abs=0.05)
-    assert csg.mutual_information_score(csg.mutual_information_matrix(noise, y, 4)) < 0.05
-    assert csg.mutual_information_score(np.array([[0.1, 0.5], [0.3, 0.2]])) == pytest.approx(0.4)
+    assert csg_metrics.mutual_information_score(mi) == pytest.approx(h, abs=0.05)
+    assert csg_metrics.mutual_information_score(csg_metrics.mutual_information_matrix(noise, y, 4)) < 0.05
+    assert csg_metrics.mutual_information_score(np.array([[0.1, 0.5], [0.3, 0.2]])) == pytest.approx(0.4)
 
 
 def test_class_filter_maps_weigh_each_filter_by_its_class():
@@ -213,47 +216,47 @@ def test_class_filter_maps_weigh_each_filter_by_its_class():
     x = torch.rand(2, 1, 28, 28)
     w = torch.rand(16, 10)
     classes = torch.tensor([[3, 7], [0, 3]])
-    maps = csg.class_filter_maps(model, x, classes, w)
-    a = csg.feature_maps(model, x).clamp_min(0)
+    maps = csg_metrics.class_filter_maps(model, x, classes, w)
+    a = csg_metrics.feature_maps(model, x).clamp_min(0)
     for n in range(2):
         for t in range(2):
             expected = (w[:, classes[n, t]].view(-1, 1, 1) * a[n]).sum(0)
             up = torch.nn.functional.interpolate(expected[None, None], size=(28, 28), mode="bilinear",
                                                  align_corners=False)[0, 0]
             torch.testing.assert_close(maps[n, t], up, rtol=1e-5, atol=1e-6)
-    one_hot = csg.class_filter_weights(model, np.eye(10, 16) + 0.01, "mi")
+    one_hot = csg_metrics.class_filter_weights(model, np.eye(10, 16) + 0.01, "mi")
     assert one_hot[:10].argmax(1).tolist() == list(range(10)) and one_hot.sum(1).eq(1).all()
     with pytest.raises(ValueError, match="gated model"):
-        csg.class_filter_weights(create_model("std_cnn", **SMALL), None, "gate")
+        csg_metrics.class_filter_weights(create_model("std_cnn", **SMALL), None, "gate")
 
 
 def test_pgd_stays_in_the_ball_and_raises_the_loss():
     torch.manual_seed(0)
     model = create_model("std_cnn", **SMALL).eval()
     x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
-    adv = csg.pgd_attack(model, x, y, eps=0.05, steps=5, seed=0)
+    adv = csg_metrics.pgd_attack(model, x, y, eps=0.05, steps=5, seed=0)
     assert (adv - x).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         assert ce(model(adv), y) > ce(model(x), y)
-    fgsm = csg.pgd_attack(model, x, y, eps=0.05, steps=1, step_size=0.05, seed=None)
+    fgsm = csg_metrics.pgd_attack(model, x, y, eps=0.05, steps=1, step_size=0.05, seed=None)
     assert torch.allclose((fgsm - x).abs()[(x > 0.05) & (x < 0.95)], torch.tensor(0.05))
     with pytest.raises(ValueError, match="ε > 0"):
-        csg.pgd_attack(model, x, y, eps=0.0)
+        csg_metrics.pgd_attack(model, x, y, eps=0.0)
 
 
 def test_detection_score_is_one_minus_cosine_to_the_predicted_template():
     f = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     template = torch.tensor([[1.0, 0.0], [0.0, 1.0]])   # (C, K): class 0 = filter 0, class 1 = filter 1
-    s = csg.detection_scores(f, torch.tensor([0, 1]), template)
+    s = csg_metrics.detection_scores(f, torch.tensor([0, 1]), template)
     torch.testing.assert_close(s, torch.tensor([0.0, 1 - 1 / math.sqrt(2)]))
 
 
 # ----------------------------------------------------------------------------- metrics on trained models
 @pytest.fixture(scope="module")
 def fmnist() -> tuple[ImageDataset, ImageDataset]:
-    from bcos_lib.data import load_fashion_mnist, subset
-    from bcos_lib.paths import project_root
+    from bcos_lib.core.data import load_fashion_mnist, subset
+    from bcos_lib.core.paths import project_root
     root = project_root() / "data" / "fashion-mnist"
     return subset(load_fashion_mnist(root, "train"), 1500, seed=0), subset(load_fashion_mnist(root, "test"), 300, seed=0)
 
@@ -269,8 +272,8 @@ def trained(fmnist):
         kwargs = dict(SMALL, **({"gate_lr_scale": 30.0} if arch.startswith("csg") else {}))
         model = create_model(arch, **kwargs)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        opts = csg.CSGOptions(warmup_epochs=1, period=1)
-        hooks = csg.training(model, opts, type("Cfg", (), {"epochs": 4})()) if arch.startswith("csg") else None
+        opts = csg_model.CSGOptions(warmup_epochs=1, period=1)
+        hooks = csg_model.training(model, opts, type("Cfg", (), {"epochs": 4})()) if arch.startswith("csg") else None
         step = 0
         for epoch in range(4):
             for x, y in batches(train, 100, shuffle=True, epoch=epoch):
@@ -328,30 +331,30 @@ def test_a_class_filter_map_points_at_its_own_class(trained):
     cell than chance (0.25) and than the maps of another class's filters."""
     models, (train, test) = trained
     model = models["csg_std_cnn"]
-    w = csg.class_filter_weights(model, None, "gate")
+    w = csg_metrics.class_filter_weights(model, None, "gate")
     kw = dict(n=2, n_grids=12, min_confidence=0.0, batch_size=6)
-    own = csg.filter_localisation(model, test, w, **kw)["score"].mean()
-    other = csg.filter_localisation(model, test, w.roll(1, dims=1), **kw)["score"].mean()
+    own = csg_metrics.filter_localisation(model, test, w, **kw)["score"].mean()
+    other = csg_metrics.filter_localisation(model, test, w.roll(1, dims=1), **kw)["score"].mean()
     assert own > 0.25 and own > other + 0.02, (own, other)
 
 
 def test_metric_options_are_validated():
     with pytest.raises(ConfigError, match="split"):
-        csg.MISOptions(split="val")
+        csg_metrics.MISOptions(split="val")
     with pytest.raises(ConfigError, match="eps"):
-        csg.DetectionOptions(eps=0.0)
+        csg_metrics.DetectionOptions(eps=0.0)
 
 
 # ----------------------------------------------------------------------------- report
 def test_report_pairs_each_gated_model_with_its_twin():
-    def result(key, arch, acc, mis, density):
+    def result(key, arch, acc, mis, density, twin=""):
         entry = ModelEntry(arch=arch, kwargs={"channels": [8]} | ({"gate_lr_scale": 30.0} if "csg" in arch else {}),
-                           group="csg", label=key)
+                           group="csg", label=key, twin=twin)
         return ModelResult(key=key, entry=entry, method="csg", label=key, train={"test_accuracy": acc},
                            explain=None, evaluate={"mis": {"mis": mis}, "gate": {"density": density}},
                            history=None, tables={}, explanations=None)
-    res = {"a": result("a", "std_cnn", 90.0, 0.10, 1.0), "b": result("b", "csg_std_cnn", 89.0, 0.2, 0.2)}
-    table = csg.csg_table(res)
+    res = {"a": result("a", "std_cnn", 90.0, 0.10, 1.0), "b": result("b", "csg_std_cnn", 89.0, 0.2, 0.2, twin="a")}
+    table = csg_present.csg_table(res)
     assert table["accuracy_vs_twin"].tolist()[1] == pytest.approx(-1.0) and pd.isna(table["accuracy_vs_twin"][0])
-    text = csg.report(res)
+    text = csg_present.report(res)
     assert "| b | 89.00 | -1.00 |" in text and "0.200" in text

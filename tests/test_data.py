@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bcos_lib.data import (FASHION_MNIST_CLASSES, DataError, ImageDataset, fetch_fashion_mnist, load_cifar10,
-                           load_dataset, load_fashion_mnist, load_image_folder, read_idx, subset)
-from bcos_lib.paths import project_root
+from bcos_lib.core.data import (FASHION_MNIST_CLASSES, DataError, ImageDataset, fetch_fashion_mnist, load_cifar10, load_dataset, load_fashion_mnist, load_image_folder, read_idx, subset)
+from bcos_lib.core.paths import project_root
 
 FMNIST = project_root() / "data" / "fashion-mnist"
 

@@ -11,18 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from bcos_lib import create_model
-from bcos_lib.concepts import (FASHION_MNIST_ATTRIBUTES, VISUAL_CONCEPTS, AnnotatedConcepts, ClipConcepts,
-                               ConceptError, load_attribute_table, visual_concepts, visual_measures)
-from bcos_lib.config import ConfigError
-from bcos_lib.data import FASHION_MNIST_CLASSES, ImageDataset
-from bcos_lib.dissect import (activation_density, activation_layers, dissect, dissection_quality, last_hidden_layer,
-                              layer_activations, readout_weights, soft_wpmi)
-from bcos_lib.layers import LWTA, local_winner_takes_all, lwta_kl
-from bcos_lib.layers.lwta import gumbel_noise
-from bcos_lib.layers.reference import lwta_kl_reference, lwta_reference, reference_forward
-from bcos_lib.methods import EvalContext, ModelResult, StepInfo
-from bcos_lib.methods import discover as D
-
+from bcos_lib.methods.discover.concepts import (FASHION_MNIST_ATTRIBUTES, VISUAL_CONCEPTS, AnnotatedConcepts, ClipConcepts, ConceptError, load_attribute_table, visual_concepts, visual_measures)
+from bcos_lib.core.config import ConfigError
+from bcos_lib.core.data import FASHION_MNIST_CLASSES, ImageDataset
+from bcos_lib.methods.discover.dissect import (activation_density, activation_layers, dissect, dissection_quality, last_hidden_layer, layer_activations, readout_weights, soft_wpmi)
+from bcos_lib.methods.discover.layers import LWTA, local_winner_takes_all, lwta_kl
+from bcos_lib.methods.discover.layers import gumbel_noise
+from reference import lwta_kl_reference, lwta_reference, reference_forward
+from bcos_lib.core.contract import EvalContext, ModelResult, StepInfo
+from bcos_lib.methods.discover import metrics as discover_metrics
+from bcos_lib.methods.discover import model as discover_model
+from bcos_lib.methods.discover import present as discover_present
 torch.set_num_threads(1)
 SMALL = {"channels": [8, 8, 16, 16], "strides": [1, 2, 1, 2]}
 
@@ -148,7 +147,7 @@ def test_lwta_cnn_with_one_competitor_is_the_standard_cnn():
         torch.testing.assert_close(twin(x), std(x))
     lwta = create_model("lwta_cnn", competitors=4, **SMALL)
     assert [type(m) for m in lwta.features] == [type(m) for m in twin.features]
-    assert all(m.competitors == 4 for m in D.lwta_layers(lwta)) and len(D.lwta_layers(lwta)) == 4
+    assert all(m.competitors == 4 for m in discover_model.lwta_layers(lwta)) and len(discover_model.lwta_layers(lwta)) == 4
 
 
 def test_norm_scale_sets_the_scale_of_the_competing_pre_activations():
@@ -173,7 +172,7 @@ def test_lwta_vit_uses_lwta_in_its_mlps_and_an_additive_position_embedding():
     tokens = torch.zeros(1, 64, 7, 7)
     torch.testing.assert_close(vit.pos_embed(tokens, torch.zeros(1, 1, 28, 28)), vit.pos_embed.weight)
     gelu = create_model("lwta_vit", competitors=1, depth=2).eval()
-    assert gelu.blocks[0].mlp.act.fallback == "gelu" and not D.lwta_layers(gelu)
+    assert gelu.blocks[0].mlp.act.fallback == "gelu" and not discover_model.lwta_layers(gelu)
     assert not vit.explainable and vit.default_loss == "ce"
 
 
@@ -327,13 +326,13 @@ def test_custom_concept_table_and_its_errors(tmp_path):
 
 def test_dissection_options_reject_bad_input(tmp_path):
     with pytest.raises(ConfigError, match=r"dissection.backend: unknown backend 'clipp'.*annotated, clip"):
-        D.DissectionOptions(backend="clipp")
+        discover_metrics.DissectionOptions(backend="clipp")
     with pytest.raises(ConfigError, match="dissection.concepts: the concept file .* does not exist"):
-        D.DissectionOptions(concepts=str(tmp_path / "nope.yaml"))
+        discover_metrics.DissectionOptions(concepts=str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="dissection.clip_weights: .*nothing is downloaded"):
-        D.DissectionOptions(backend="clip")
+        discover_metrics.DissectionOptions(backend="clip")
     with pytest.raises(ConfigError, match="options.temperature must be > 0"):
-        D.DiscoverOptions(temperature=0.0)
+        discover_model.DiscoverOptions(temperature=0.0)
     with pytest.raises(ConceptError, match="clip_weights: .* does not exist. CLIP weights are never downloaded"):
         ClipConcepts(["shoe"], FASHION_MNIST_CLASSES, "ViT-B-16", weights=tmp_path / "none.bin")
 
@@ -388,16 +387,16 @@ def _ctx(model, key, options, ds):
 def test_metrics_figures_and_report():
     import matplotlib
     matplotlib.use("Agg")
-    from bcos_lib.config import ModelEntry
-    from bcos_lib.methods import get_metric
+    from bcos_lib.core.config import ModelEntry
+    from bcos_lib.core.registry import get_metric
 
     ds = _dataset()
     torch.manual_seed(0)
     results = {}
     for key, arch, kw in [("lwta", "lwta_cnn", {"competitors": 4}), ("twin", "std_cnn", {})]:
         model = create_model(arch, **kw, **SMALL).eval()
-        dens = get_metric("activation_density").fn(_ctx(model, key, D.DensityOptions(images=40), ds))
-        dis = get_metric("dissection").fn(_ctx(model, key, D.DissectionOptions(probe_images=0, top_k=10), ds))
+        dens = get_metric("activation_density").fn(_ctx(model, key, discover_metrics.DensityOptions(images=40), ds))
+        dis = get_metric("dissection").fn(_ctx(model, key, discover_metrics.DissectionOptions(probe_images=0, top_k=10), ds))
         assert dens.summary["n_layers"] == 4 and 0 <= dens.summary["accuracy"] <= 100
         assert dis.summary["n_neurons"] == 16 and dis.summary["layer"] == "features.11"
         assert set(dis.tables["dissection"]["label"]) <= set(AnnotatedConcepts(FASHION_MNIST_CLASSES).concepts)
@@ -409,20 +408,20 @@ def test_metrics_figures_and_report():
     assert "accuracy_stochastic" in results["lwta"].metric("activation_density")
     assert "accuracy_stochastic" not in results["twin"].metric("activation_density")
     assert get_metric("dissection").fn(_ctx(create_model("bcos_cnn", **SMALL), "b", None, ds)) is None
-    text = D.report(results)
+    text = discover_present.report(results)
     assert "| `lwta` |" in text and "| `twin` |" in text and "25.0 %" in text and "≈ 4 %" in text
-    fig = D.plot_density({r.label: r.tables["density"] for r in results.values()}, 1 / 24)
+    fig = discover_present.plot_density({r.label: r.tables["density"] for r in results.values()}, 1 / 24)
     assert len(fig.axes) == 1
     model = create_model("lwta_cnn", competitors=4, **SMALL).eval()
-    fig = D.plot_winning_neurons(model, ds.images[:2], ds.labels[:2], ds.classes, results["lwta"].tables["dissection"],
+    fig = discover_present.plot_winning_neurons(model, ds.images[:2], ds.labels[:2], ds.classes, results["lwta"].tables["dissection"],
                                  "features.11", n_neurons=2)
     assert len(fig.axes) == 6
-    win = D.winning_neurons(model, ds.images[:2], "features.11", 2)
+    win = discover_present.winning_neurons(model, ds.images[:2], "features.11", 2)
     assert (win["contribution"][:, 0] >= win["contribution"][:, 1]).all()
 
 
 def test_dissection_quality_counts_labels_of_the_supported_class():
-    from bcos_lib.dissect import Dissection
+    from bcos_lib.methods.discover.dissect import Dissection
     backend = AnnotatedConcepts(FASHION_MNIST_CLASSES)
     d = Dissection(layer="l", concepts=backend.concepts, kinds=backend.kinds, scores=torch.zeros(3, 1),
                    labels=["footwear", "Bag", "bright"], label_scores=torch.tensor([1.0, 2.0, 3.0]),
@@ -437,14 +436,14 @@ def test_dissection_quality_counts_labels_of_the_supported_class():
 
 def test_training_hook_sets_the_temperature_and_adds_the_kl_term():
     model = create_model("lwta_cnn", competitors=4, **SMALL).train()
-    hooks = D.training(model, D.DiscoverOptions(temperature=0.5), None)
-    assert hooks.step is None and all(m.temperature == 0.5 and not m.track_kl for m in D.lwta_layers(model))
-    hooks = D.training(model, D.DiscoverOptions(kl_weight=0.1), None)
+    hooks = discover_model.training(model, discover_model.DiscoverOptions(temperature=0.5), None)
+    assert hooks.step is None and all(m.temperature == 0.5 and not m.track_kl for m in discover_model.lwta_layers(model))
+    hooks = discover_model.training(model, discover_model.DiscoverOptions(kl_weight=0.1), None)
     x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
     info = StepInfo(epoch=0, step=0, epochs=1, total_steps=1, loss_name="ce")
     torch.manual_seed(0)
     out = hooks.step(model, x, y, info)
-    kl = sum(float(m.last_kl.detach()) for m in D.lwta_layers(model))
+    kl = sum(float(m.last_kl.detach()) for m in discover_model.lwta_layers(model))
     assert out.terms["kl"] == pytest.approx(kl) and kl > 0
     torch.manual_seed(0)
     plain = F.cross_entropy(model(x), y)

@@ -1,9 +1,10 @@
 """dvc.yaml lists every piece of code a stage runs, so that `dvc repro` never calls stale
 results up to date.
 
-For every stage (each foreach item expanded), the ``bcos_lib`` modules its notebook imports
-are followed through their own imports (top level and inside functions), by a scanner written
-here independently of ``bcos_lib.dvcgen``; a per-model stage also runs its model's method file.
+For every stage, the ``bcos_lib`` modules its notebook imports are followed through their own
+imports (top level and inside functions), by a scanner written here independently of
+``bcos_lib.dvcgen``; a stage also runs what the registry imports by name (its model's method
+side, the metrics it runs).
 Each of those files must be covered by one of the stage's deps (the file, or a folder above
 it).  The committed dvc.yaml must also be what ``python -m bcos_lib.dvcgen`` writes.
 """
@@ -69,28 +70,10 @@ def notebook_imports(path: Path) -> set[str]:
     return _imported(src, "__main__", False)
 
 
-def _stages() -> list[tuple[str, dict, dict]]:
-    """(name, stage, item) for every stage of dvc.yaml, foreach items expanded."""
+def _stages() -> list[tuple[str, dict]]:
+    """(name, stage) for every stage of dvc.yaml."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    out = []
-    for name, st in stages.items():
-        if "foreach" in st:
-            for key, item in st["foreach"].items():
-                out.append((f"{name}@{key}", st["do"], {"key": key, "item": item}))
-        else:
-            out.append((name, st, {}))
-    return out
-
-
-def _expand(text: str, ctx: dict) -> str:
-    def sub(m: re.Match) -> str:
-        name = m.group(1)
-        if name == "key":
-            return ctx["key"]
-        if name.startswith("item."):
-            return ctx["item"][name[5:]]
-        return m.group(0)  # params interpolation (${base.profile}) is not a path
-    return re.sub(r"\$\{([^}]+)\}", sub, text)
+    return list(stages.items())
 
 
 def _covered(file: Path, deps: list[str]) -> bool:
@@ -101,10 +84,49 @@ def _covered(file: Path, deps: list[str]) -> bool:
 STAGES = _stages()
 
 
-@pytest.mark.parametrize("name,stage,ctx", STAGES, ids=[s[0] for s in STAGES])
-def test_stage_lists_every_module_it_runs(name, stage, ctx):
-    cmd = _expand(stage["cmd"], ctx)
-    deps = [_expand(d, ctx) for d in stage.get("deps", [])]
+def _runtime_modules(name: str) -> set[str]:
+    """What the registry imports by name (not visible to a scanner of imports) for stage ``name``:
+    a per-model stage builds its model (the model side of its method, and of every model of its
+    ``init_from`` chain) and runs the metrics its settings name; explain builds every model; the
+    figures stage draws every method's figures and reads every metric's tables."""
+    from bcos_lib.core.config import load_params
+    from bcos_lib.core.registry import list_methods, method_of, metric_module
+
+    views = [load_params(None, p) for p in _profiles()]
+    params = views[0]
+    kind, _, key = name.partition("-")
+    out: set[str] = set()
+
+    def sides(method, which):
+        return {method.package} | {f"{method.package}.{s}" for s in which if _file_of(f"{method.package}.{s}")}
+
+    if key:
+        k = key
+        while k:
+            out |= sides(method_of(params.model(k).arch), ("model",))
+            k = params.model(k).init_from
+        for v in views:
+            if key in v.models:
+                names = v.train_config(key).epoch_metrics if kind == "train" else v.evaluate_config(key).metrics
+                out |= {metric_module(n) for n in names}
+    elif kind == "explain":
+        for m in list_methods():
+            out |= sides(m, ("model",))
+    elif kind == "figures":
+        for m in list_methods():
+            out |= sides(m, ("model", "metrics", "present"))
+    return out
+
+
+def _profiles() -> list[str]:
+    from bcos_lib.core.config import load_params
+    return sorted({"default", *load_params().profiles}, key=lambda p: p != "default")
+
+
+@pytest.mark.parametrize("name,stage", STAGES, ids=[s[0] for s in STAGES])
+def test_stage_lists_every_module_it_runs(name, stage):
+    cmd = stage["cmd"]
+    deps = stage.get("deps", [])
     notebooks = re.findall(r"(notebooks/\S+\.ipynb)", cmd)
     if notebooks:
         nb = ROOT / notebooks[0]
@@ -113,28 +135,42 @@ def test_stage_lists_every_module_it_runs(name, stage, ctx):
     else:
         modules = set(re.findall(r"python -m (bcos_lib[\w.]*)", cmd))
         assert modules, f"{name}: cannot tell what code `{cmd}` runs"
-    if ctx:  # a per-model stage runs its model's method file (discovered at run time)
-        method_file = ROOT / ctx["item"]["method"]
-        assert method_file.is_file() and method_file.parent == PKG / "methods", ctx["item"]
-        rel = method_file.relative_to(ROOT).with_suffix("")
-        modules.add(".".join(rel.parts))
-    missing = sorted(str(f.relative_to(ROOT)) for f in closure(modules) if not _covered(f, deps))
+    modules |= _runtime_modules(name)
+    missing = sorted(str(f.relative_to(ROOT)) for f in closure(modules) if not _covered(f, deps)
+                     and not _docstring_only(f))
     assert not missing, f"{name} runs {missing} but dvc.yaml does not list them as dependencies"
 
 
-def test_every_model_has_its_method_file_and_start():
-    from bcos_lib.config import load_params
-    from bcos_lib.methods import method_of
-    import sys
+def _docstring_only(path: Path) -> bool:
+    """A package __init__ with nothing but a docstring runs no code: it need not be listed."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                              for n in body)
+
+
+def test_a_model_stage_lists_no_other_papers_code():
+    """Exactness the other way round: the train stage of a CoDA net lists no file of another paper's
+    package, and no presentation code (figures, report) at all."""
+    stages = dict(STAGES)
+    deps = stages["train-coda_net"]["deps"]
+    others = [d for d in deps if d.startswith("bcos_lib/methods/") and not d.startswith("bcos_lib/methods/coda")]
+    assert not others, others
+    assert not [d for d in deps if d.endswith(("figures.py", "report.py", "present.py"))], deps
+    assert not [d for d in stages["evaluate-coda_net"]["deps"] if d.endswith(("figures.py", "present.py"))]
+
+
+def test_every_model_has_its_stages_settings_and_start():
+    from bcos_lib.core.config import load_params
     params = load_params()
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    items = stages["train"]["foreach"]
-    assert list(items) == list(params.models)
+    stages = dict(STAGES)
     for key, entry in params.models.items():
-        module = sys.modules[method_of(entry.arch).module]
-        assert (ROOT / items[key]["method"]).resolve() == Path(module.__file__).resolve()
+        train, evaluate = stages[f"train-{key}"], stages[f"evaluate-{key}"]
+        assert f"results/settings/train/{key}.json" in train["deps"]
+        assert f"results/settings/evaluate/{key}.json" in evaluate["deps"]
+        assert f"models/{key}.pt" in evaluate["deps"] and f"models/{key}.pt" in stages["explain"]["deps"]
         start = f"models/{entry.init_from}.pt" if entry.init_from else "results/data/summary.json"
-        assert items[key]["start"] == start
+        assert start in train["deps"]
+    assert [n for n, _ in STAGES if n.startswith("train-")] == [f"train-{k}" for k in params.models]
 
 
 def test_dvc_yaml_is_what_the_generator_writes():
@@ -146,58 +182,56 @@ def test_dvc_yaml_is_what_the_generator_writes():
 def test_the_scanner_sees_function_level_and_relative_imports():
     """The checker itself: a module imported only inside a function is found (so the test can fail)."""
     found = closure({"bcos_lib.stages.evaluate"})
-    assert PKG / "metrics.py" in found        # imported inside methods/__init__._ensure_metrics
+    assert PKG / "core" / "config.py" in found   # imported inside the pipeline's set-up
     assert PKG / "stages" / "__init__.py" in found
-    assert PKG / "methods" / "bcos.py" not in found  # method files are discovered, not imported by name
+    assert PKG / "methods" / "bcos" / "model.py" not in found  # a method's side is imported by name
 
 
 def _metric_files() -> dict[str, Path]:
-    """metric name → the method file that registers it, read from the sources (not the registry)."""
+    """metric name → the file that registers it, read from the sources (not the registry)."""
     out = {}
-    for f in sorted((PKG / "methods").glob("*.py")):
+    for f in sorted(PKG.rglob("*.py")):
         for name in re.findall(r'register_metric\(\s*Metric\(\s*"([^"]+)"', f.read_text()):
             out[name] = f
     return out
 
 
 def _profile_views():
-    from bcos_lib.config import load_params
-    params = load_params()
-    return [load_params(None, name) for name in sorted({"default", *params.profiles})]
+    from bcos_lib.core.config import load_params
+    return [load_params(None, name) for name in _profiles()]
 
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
-def test_a_stage_lists_the_method_files_of_the_metrics_it_runs(stage):
+def test_a_stage_lists_the_files_of_the_metrics_it_runs(stage):
     """The CSG metrics on an ungated twin, dissection on the ReLU twin, the margin study's per-epoch
-    localisation on a B-cos CNN: their method file is code the stage runs, in every profile."""
+    localisation on a B-cos CNN: the file that registers the metric is code the stage runs, in every
+    profile."""
+    from bcos_lib.core.registry import method_of
     files = _metric_files()
     assert {"mis", "dissection", "tracked_localisation", "fixed_grid_localisation"} <= set(files)
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    do = stages[stage]["do"]
+    stages = dict(STAGES)
     foreign = 0
-    for key, item in stages[stage]["foreach"].items():
-        deps = [_expand(d, {"key": key, "item": item}) for d in do["deps"]]
-        for params in _profile_views():
-            if key not in params.models:
-                continue
+    for params in _profile_views():
+        for key, entry in params.models.items():
+            deps = stages[f"{stage}-{key}"]["deps"]
             names = (params.train_config(key).epoch_metrics if stage == "train"
                      else params.evaluate_config(key).metrics)
+            own = ROOT.joinpath(*method_of(entry.arch).package.split("."))
             for name in names:
-                if name in files:
-                    foreign += files[name] != ROOT / item["method"]
-                    assert _covered(files[name], deps), \
-                        f"{stage}@{key} runs the metric {name!r} of {files[name].name} but does not depend on it"
+                foreign += own not in files[name].parents
+                assert _covered(files[name], deps), \
+                    f"{stage}-{key} runs the metric {name!r} of {files[name]} but does not depend on it"
     assert foreign, "no model runs another method's metric: the test checks nothing"
 
 
 def _cached_outputs() -> list[str]:
     """Every output DVC keeps in its cache (not ``cache: false``), foreach items expanded."""
     out = []
-    for name, stage, ctx in STAGES:
+    for name, stage in STAGES:
         for o in stage.get("outs", []):
             path, opts = (o, {}) if isinstance(o, str) else next(iter(o.items()))
             if opts.get("cache", True):
-                out.append(_expand(path, ctx) if ctx else path)
+                out.append(path)
     return out
 
 
@@ -217,26 +251,20 @@ def test_dvc_cached_outputs_are_ignored_by_git_and_not_tracked():
     assert sorted(checked) == sorted(outs), f"DVC outputs git does not ignore: {sorted(set(outs) - set(checked))}"
 
 
-def test_stages_depend_on_the_active_profile_only(tmp_path):
-    """`profiles.${base.profile}`: editing another profile reruns nothing; a params.yaml whose
-    active profile has no entry gets a message that says what to add."""
-    from bcos_lib.config import ConfigError
-    from bcos_lib.dvcgen import render
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, st in stages.items():
-        params = (st.get("do") or st).get("params", [])
-        if params:
-            assert "profiles" not in params and "profiles.${base.profile}" in params, name
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    del raw["profiles"]["default"]
-    bad = tmp_path / "params.yaml"
-    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(ConfigError, match=r"add `default: \{\}` under `profiles:`"):
-        render(ROOT, bad)
+def test_stages_depend_on_their_resolved_settings_not_on_sections_of_params_yaml():
+    """Only the settings stage reads params.yaml; every other stage lists the file of settings it runs
+    with (an edit of another profile, or of a value a model overrides, then reruns nothing)."""
+    for name, st in STAGES:
+        assert "params" not in st, name
+        if name == "settings":
+            assert "params.yaml" in st["deps"]
+        elif name != "readme":
+            assert "params.yaml" not in st["deps"], name
+            assert any(d.startswith("results/settings/") for d in st["deps"]), name
 
 
 def test_an_entry_for_the_default_profile_is_merged(tmp_path):
-    from bcos_lib.config import load_params
+    from bcos_lib.core.config import load_params
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["base"]["profile"] = "default"
     raw["profiles"]["default"] = {"train": {"epochs": 7}}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcos_lib.report import END, START
+from bcos_lib.readme import END, START
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,8 +80,8 @@ def test_dvc_repro_runs_everything_then_nothing(tmp_path):
     t0 = time.monotonic()
     first = run(["dvc", "repro"], root, env, 1500)
     print(f"first dvc repro: {time.monotonic() - t0:.0f} s")
-    for stage in ("data", "train@std_cnn", "train@bcos_cnn", "explain",
-                  "evaluate@std_cnn", "evaluate@bcos_cnn", "figures", "readme"):
+    for stage in ("data", "train-std_cnn", "train-bcos_cnn", "explain",
+                  "evaluate-std_cnn", "evaluate-bcos_cnn", "figures", "readme"):
         assert f"Running stage '{stage}'" in first, stage
     figures = sorted(p.name for p in (root / "figures").glob("*.png"))
     assert {"training_curves.png", "explanations.png", "localisation.png", "deletion.png"} <= set(figures), figures
@@ -106,5 +106,5 @@ def test_dvc_repro_runs_everything_then_nothing(tmp_path):
     # retraining that reproduces the same model (a deterministic CPU run) leaves every later
     # stage up to date: the stage timings are kept out of the stages' dependencies
     assert (root / "results" / "timing" / "train_std_cnn.json").is_file()
-    run(["dvc", "repro", "-f", "-s", "train@std_cnn"], root, env, 600)
+    run(["dvc", "repro", "-f", "-s", "train-std_cnn"], root, env, 600)
     assert "up to date" in run(["dvc", "status"], root, env, 300)

@@ -94,7 +94,7 @@ def test_make_repro_profile_then_a_fresh_clone_reproduces_with_a_clean_git_statu
     sh(["git", "clone", "-q", str(root), str(clone)], tmp_path)
     shutil.copytree(DATA, clone / "data" / "fashion-mnist")
     rerun = sh(["dvc", "repro"], clone, timeout=1500)
-    assert "Running stage 'train@std_cnn'" in rerun.stdout  # it did rerun: the clone has no models
+    assert "Running stage 'train-std_cnn'" in rerun.stdout  # it did rerun: the clone has no models
     status = sh(["git", "status", "--porcelain", "--untracked-files=all"], clone).stdout
     assert status == "", f"the rerun left the clone modified:\n{status}\n" + sh(["git", "diff", "--stat"], clone).stdout
     sh(["dvc", "plots", "show"], clone)  # writes dvc_plots/: ignored
@@ -103,7 +103,7 @@ def test_make_repro_profile_then_a_fresh_clone_reproduces_with_a_clean_git_statu
 
 def test_params_typo_fails_in_one_line_and_once_fixed_nothing_reruns(tmp_path):
     root = new_project(tmp_path / "project", profile="tiny")
-    sh(["dvc", "repro", "train@std_cnn"], root, timeout=900)
+    sh(["dvc", "repro", "train-std_cnn"], root, timeout=900)
     notebook = root / "results" / "notebooks" / "20_train_std_cnn.ipynb"
     model = root / "models" / "std_cnn.pt"
     kept = {p: p.read_bytes() for p in (notebook, model)}
@@ -112,7 +112,7 @@ def test_params_typo_fails_in_one_line_and_once_fixed_nothing_reruns(tmp_path):
                        ('  epochs: "four"\n', "error: params.yaml: train.epochs: expected an integer, got 'four' (str)")):
         assert "\n  epochs: 4\n" in good
         (root / "params.yaml").write_text(good.replace("  epochs: 4\n", typo, 1))
-        failed = sh(["dvc", "repro", "train@std_cnn"], root, ok=False)
+        failed = sh(["dvc", "repro", "train-std_cnn"], root, ok=False)
         assert failed.returncode != 0
         out = failed.stdout + failed.stderr
         errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
@@ -121,12 +121,12 @@ def test_params_typo_fails_in_one_line_and_once_fixed_nothing_reruns(tmp_path):
         assert {p: p.read_bytes() for p in kept} == kept, "the failed stage changed an output"
         assert not list(notebook.parent.glob("*.failed.ipynb")), "nothing ran, so no notebook failed"
         (root / "params.yaml").write_text(good)
-        status = sh(["dvc", "status", "train@std_cnn"], root).stdout
+        status = sh(["dvc", "status", "train-std_cnn"], root).stdout
         assert "up to date" in status, status
 
     # a damaged model: the README's command restores it from DVC's cache
     model.write_bytes(kept[model][: len(kept[model]) // 3])
-    assert "modified" in sh(["dvc", "status", "train@std_cnn"], root).stdout
+    assert "modified" in sh(["dvc", "status", "train-std_cnn"], root).stdout
     sh(["dvc", "checkout", "--force", "models/std_cnn.pt"], root)
     assert model.read_bytes() == kept[model]
-    assert "up to date" in sh(["dvc", "status", "train@std_cnn"], root).stdout
+    assert "up to date" in sh(["dvc", "status", "train-std_cnn"], root).stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bcos_lib.pipeline import load_model
+from bcos_lib.core.pipeline import load_model
 from test_dvc_recovery import GIT, new_project, pytestmark, sh  # noqa: F401 - the same skips (slow, dvc, data)
 
 

@@ -23,25 +23,17 @@ import pytest
 import torch
 import yaml
 
-from bcos_lib import ImageClassifier, create_model, list_models, pipeline
-from bcos_lib.config import ConfigError, TrainConfig, deep_merge, load_params
-from bcos_lib.data import (
-    FASHION_MNIST_FILES,
-    DataError,
-    ImageDataset,
-    fetch_fashion_mnist,
-    load_fashion_mnist,
-    read_idx,
-    subset,
-    verify_fashion_mnist,
-)
-from bcos_lib.layers import add_inverse
-from bcos_lib.pipeline import ModelFileError, load_model, save_model
+from bcos_lib import ImageClassifier, create_model, list_models
+from bcos_lib.core import pipeline
+from bcos_lib.core.config import ConfigError, TrainConfig, deep_merge, load_params
+from bcos_lib.core.data import (FASHION_MNIST_FILES, DataError, ImageDataset, fetch_fashion_mnist, load_fashion_mnist, read_idx, subset, verify_fashion_mnist)
+from bcos_lib.layers.encoding import add_inverse
+from bcos_lib.core.pipeline import ModelFileError, load_model, save_model
 from bcos_lib.stages import evaluate as evaluate_stage
 from bcos_lib.stages import explain as explain_stage
 from bcos_lib.stages import train as train_stage
 from bcos_lib.train import TrainingError, fit, load_train_checkpoint
-from bcos_lib.utils import set_seed
+from bcos_lib.core.utils import set_seed
 
 torch.set_num_threads(1)
 
@@ -302,7 +294,7 @@ def tiny_model(arch: str = "bcos_cnn", **kw) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("missing", "does not exist: re-run its training stage (`dvc repro train@m`)"),
+    ("missing", "does not exist: re-run its training stage (`dvc repro train-m`)"),
     ("empty", "is corrupted or truncated"),
     ("truncated", "is corrupted or truncated"),
     ("garbage", "is corrupted or truncated"),

@@ -91,8 +91,8 @@ def test_paired_margin_uses_common_grids_and_pairs_them():
 
 
 def test_the_report_shows_intervals_and_the_margin_verdict():
-    from bcos_lib.config import ModelEntry
-    from bcos_lib.methods import ModelResult
+    from bcos_lib.core.config import ModelEntry
+    from bcos_lib.core.contract import ModelResult
     from bcos_lib.report import localisation_margin, make_report
 
     def result(key, methods):
@@ -168,8 +168,8 @@ def test_quantus_pixel_flipping_agrees_with_the_deletion_and_insertion_curves(sp
 
 
 def _ctx(model, ds, metric, options, methods=("own", "ixg", "gradcam")):
-    from bcos_lib.config import EvaluateConfig, ModelEntry
-    from bcos_lib.methods import EvalContext
+    from bcos_lib.core.config import EvaluateConfig, ModelEntry
+    from bcos_lib.core.contract import EvalContext
     cfg = EvaluateConfig(grid_size=2, batch_size=4, ig_steps=3, methods=list(methods))
     return EvalContext(key="m", model=model, entry=ModelEntry(arch="x"), test_data=ds, cfg=cfg, options=options,
                        device="cpu", seed=0, log=lambda s: None, load_train_data=lambda: ds)
@@ -179,7 +179,7 @@ def test_insertion_road_and_faithfulness_correlation_rank_the_explanations(spots
     import json
 
     from bcos_lib.faithfulness import FaithfulnessCorrelationOptions, InsertionOptions, RoadOptions
-    from bcos_lib.methods import get_metric
+    from bcos_lib.core.registry import get_metric
     bcos, std, ds = spots_setup
     ins = get_metric("insertion").fn(_ctx(bcos, ds, "insertion", InsertionOptions(n_images=16, steps=6)))
     road = get_metric("road").fn(_ctx(bcos, ds, "road", RoadOptions(n_images=16, percentages=[10.0, 40.0])))
@@ -203,8 +203,8 @@ def test_insertion_road_and_faithfulness_correlation_rank_the_explanations(spots
 
 
 def test_faithfulness_options_are_checked_when_params_are_read():
-    from bcos_lib.config import ConfigError, EvaluateConfig
-    from bcos_lib.methods import metric_options
+    from bcos_lib.core.config import ConfigError, EvaluateConfig
+    from bcos_lib.core.config import metric_options
     with pytest.raises(ConfigError, match=r"evaluate.options.road.*percentages"):
         metric_options("road", EvaluateConfig(options={"road": {"percentages": [0, 50]}}))
     with pytest.raises(ConfigError, match=r"insertion.*unknown method.*lime"):
@@ -214,8 +214,8 @@ def test_faithfulness_options_are_checked_when_params_are_read():
 
 
 def test_the_report_has_a_faithfulness_table():
-    from bcos_lib.config import ModelEntry
-    from bcos_lib.methods import ModelResult
+    from bcos_lib.core.config import ModelEntry
+    from bcos_lib.core.contract import ModelResult
     from bcos_lib.report import make_report
     ev = {"insertion": {"settings": {"n_images": 32}, "methods": {"own": {"auc": 0.612}, "random": {"auc": 0.301}}},
           "road": {"settings": {"n_images": 32}, "methods": {"own": {"morf": 0.25, "lerf": 0.875}}},
@@ -235,13 +235,13 @@ PROSE_ALLOWED = {"0.41": "earlier runs with the [x, 1 − x] encoding (README: '
 
 
 def _numbers_section():
-    from bcos_lib.paths import project_root
+    from bcos_lib.core.paths import project_root
     from bcos_lib.prose import readme_section
     return readme_section(project_root() / "README.md", "### What the numbers say", until="\n![")
 
 
 def test_every_number_in_what_the_numbers_say_comes_from_the_results():
-    from bcos_lib.paths import project_root
+    from bcos_lib.core.paths import project_root
     from bcos_lib.prose import source_numbers, unsupported_numbers
     measured, fixed = source_numbers(project_root())
     bad = unsupported_numbers(_numbers_section(), measured, fixed, PROSE_ALLOWED)
@@ -266,9 +266,9 @@ def test_the_prose_check_catches_a_changed_number():
 
 # ----------------------------------------------------------------------------- the margin study
 def test_tracked_localisation_scores_fixed_grids(spots_setup):
-    from bcos_lib.config import ConfigError, EvaluateConfig
-    from bcos_lib.methods import metric_options
-    from bcos_lib.methods.margin import TrackedLocalisationOptions, tracked_localisation
+    from bcos_lib.core.config import ConfigError, EvaluateConfig
+    from bcos_lib.core.config import metric_options
+    from bcos_lib.methods.margin.metrics import TrackedLocalisationOptions, tracked_localisation
     from bcos_lib.metrics import make_grids, score_grids
     bcos, std, ds = spots_setup
     cfg = EvaluateConfig(grid_size=2, smooth=1, batch_size=4)
@@ -291,8 +291,9 @@ def test_the_margin_study_draws_and_reports_the_margin_per_epoch():
     matplotlib.use("Agg")
     import pandas as pd
 
-    from bcos_lib.config import ModelEntry
-    from bcos_lib.methods import ModelResult, get_method
+    from bcos_lib.core.config import ModelEntry
+    from bcos_lib.core.contract import ModelResult
+    from bcos_lib.core.registry import get_method
 
     def result(key, arch, kwargs, hist):
         return ModelResult(key=key, entry=ModelEntry(arch=arch, kwargs=kwargs, group="margin"), method="x", label=key,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bcos_lib.headline import HEADLINE_KEYS, headline, summary, write_headlines
-from bcos_lib.methods import ModelResult
+from bcos_lib.core.contract import ModelResult
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
@@ -81,8 +81,9 @@ def test_dvc_yaml_declares_the_headline_files_as_the_only_metrics():
             declared.setdefault(name, []).extend(entry)
     assert declared == {"figures": [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"]}
     # the stages' own metrics.json files are still outputs (git-tracked, not in DVC's cache)
-    outs = [next(iter(o)) for o in stages["evaluate"]["do"]["outs"]]
-    assert "results/evaluate/${key}/metrics.json" in outs
+    for key in models:
+        outs = [next(iter(o)) for o in stages[f"evaluate-{key}"]["outs"]]
+        assert f"results/evaluate/{key}/metrics.json" in outs
 
 
 def lines_of(cmd: list[str]) -> list[str]:

@@ -179,8 +179,10 @@ def test_a_kernel_of_this_environment_runs_bcos_lib(lab):
     kernel_id = session["kernel"]["id"]
     try:
         assert kernel_id in {k["id"] for k in lab.json("GET", "/api/kernels")}
+        tests_dir = str(Path(__file__).resolve().parent)
         code = ("import json, sys, torch, bcos_lib\n"
-                "from bcos_lib.layers.reference import bcos_unit\n"
+                f"sys.path.insert(0, {tests_dir!r})\n"
+                "from reference import bcos_unit\n"
                 "from tqdm.notebook import IProgress\n"
                 "w = torch.tensor([[3.0, 4.0]], dtype=torch.float64)\n"
                 "x = torch.tensor([1.0, 0.0], dtype=torch.float64)\n"

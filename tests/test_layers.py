@@ -10,12 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bcos_lib.layers import (BcosAttention, BcosConv2d, BcosLinear, LogitLayer, UncentredBatchNorm2d,
-                             UncentredLayerNorm, explanation_mode, v1_cifar_layer_scale, v1_layer_scale,
-                             v1_logit_temperature)
-from bcos_lib.layers.bcos import bcos_scale
+from bcos_lib.methods.bcos.layers import BcosAttention
+from bcos_lib.methods.bcos.layers import BcosConv2d, BcosLinear, v1_cifar_layer_scale, v1_layer_scale
+from bcos_lib.layers.logit import LogitLayer, v1_logit_temperature
+from bcos_lib.methods.bcos.layers import UncentredBatchNorm2d, UncentredLayerNorm
+from bcos_lib.layers.explanation_mode import explanation_mode
+from bcos_lib.methods.bcos.layers import bcos_scale
 from bcos_lib.layers.logit import V1_CIFAR_LOG10_TEMPERATURE
-from bcos_lib.layers.reference import bcos_conv2d_reference, reference_forward, unfold_patches
+from reference import bcos_conv2d_reference, reference_forward, unfold_patches
 
 torch.set_num_threads(1)
 
@@ -116,7 +118,7 @@ def test_uncentred_batch_norm_matches_reference(training):
 
 def test_channel_var_is_accurate_in_float32_with_a_large_mean():
     """The fast two-pass variance of the batch norm must not lose digits where E[x²] − E[x]² would."""
-    from bcos_lib.layers.norms import channel_var
+    from bcos_lib.methods.bcos.layers import channel_var
     torch.manual_seed(0)
     x = torch.randn(16, 4, 7, 7) * 0.5 + 300.0
     expected = x.double().var(dim=(0, 2, 3), unbiased=False)
@@ -259,7 +261,7 @@ def test_fused_training_node_matches_the_usual_graph(case, b, max_out, scale):
 
 def test_fused_training_node_passes_gradcheck():
     """Finite differences agree with the hand-written derivatives of _BcosUnit (float64)."""
-    from bcos_lib.layers.bcos import _BcosUnit
+    from bcos_lib.methods.bcos.layers import _BcosUnit
     gen = torch.Generator().manual_seed(0)
     lin = torch.randn(2, 6, 4, 4, dtype=torch.float64, generator=gen).requires_grad_(True)
     norm = (torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=gen) + 0.5).requires_grad_(True)
@@ -387,7 +389,7 @@ def test_v1_cifar_scale_and_temperature_table():
 
 def test_bcos_cnn_v1_defaults():
     from bcos_lib import create_model
-    from bcos_lib.models.cnn import bcos_cnn
+    from bcos_lib.methods.bcos.model import bcos_cnn
 
     m = bcos_cnn(variant="v1", b=2.0, channels=(4, 4), strides=(1, 2))
     convs = [mod for mod in m.modules() if isinstance(mod, BcosConv2d)]

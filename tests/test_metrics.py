@@ -13,12 +13,10 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.config import EvaluateConfig, ModelEntry
-from bcos_lib.data import ImageDataset
-from bcos_lib.methods import EvalContext
-from bcos_lib.metrics import (EvaluationError, class_probabilities, confident_pool, deletion_auc, deletion_metric,
-                              grid_pointing_game, localisation_metric, localisation_scores, make_grids, pixel_deletion,
-                              score_grids)
+from bcos_lib.core.config import EvaluateConfig, ModelEntry
+from bcos_lib.core.data import ImageDataset
+from bcos_lib.core.contract import EvalContext
+from bcos_lib.metrics import (EvaluationError, class_probabilities, confident_pool, deletion_auc, deletion_metric, grid_pointing_game, localisation_metric, localisation_scores, make_grids, pixel_deletion, score_grids)
 from bcos_lib.train import loss_fn
 
 torch.set_num_threads(1)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from bcos_lib import ImageClassifier, create_model, list_models
 from bcos_lib.explain import explain
-from bcos_lib.layers import ExplainableModule, class_gates, explanation_mode, gate_labels
-from bcos_lib.registry import model_signature
+from bcos_lib.layers.explanation_mode import ExplainableModule, explanation_mode
+from bcos_lib.methods.csg.layers import class_gates, gate_labels
+from bcos_lib.core.registry import model_signature
 
 torch.set_num_threads(1)
 

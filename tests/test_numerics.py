@@ -11,8 +11,10 @@ import torch.nn.functional as F
 
 from bcos_lib import create_model, list_models
 from bcos_lib.explain import explain
-from bcos_lib.layers import (BcosAttention, BcosConv2d, BcosLinear, UncentredBatchNorm2d, UncentredLayerNorm,
-                             explanation_mode)
+from bcos_lib.methods.bcos.layers import BcosAttention
+from bcos_lib.methods.bcos.layers import BcosConv2d, BcosLinear
+from bcos_lib.methods.bcos.layers import UncentredBatchNorm2d, UncentredLayerNorm
+from bcos_lib.layers.explanation_mode import explanation_mode
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from bcos_lib.paths import project_root
+from bcos_lib.core.paths import project_root
 
 ROOT = project_root()
 

@@ -7,9 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bcos_lib.layers import (BcosAttention, BcosConv2d, BcosLinear, UncentredBatchNorm2d, UncentredLayerNorm,
-                             explanation_mode)
-from bcos_lib.layers.reference import reference_forward
+from bcos_lib.methods.bcos.layers import BcosAttention
+from bcos_lib.methods.bcos.layers import BcosConv2d, BcosLinear
+from bcos_lib.methods.bcos.layers import UncentredBatchNorm2d, UncentredLayerNorm
+from bcos_lib.layers.explanation_mode import explanation_mode
+from reference import reference_forward
 
 torch.set_num_threads(1)
 

@@ -29,14 +29,15 @@ import pytest
 import torch
 import yaml
 
-from bcos_lib import create_model, pipeline
-from bcos_lib.config import TrainConfig, deep_merge
-from bcos_lib.data import load_fashion_mnist, subset
+from bcos_lib import create_model
+from bcos_lib.core import pipeline
+from bcos_lib.core.config import TrainConfig, deep_merge
+from bcos_lib.core.data import load_fashion_mnist, subset
 from bcos_lib.stages import evaluate as evaluate_stage
 from bcos_lib.stages import explain as explain_stage
 from bcos_lib.stages import train as train_stage
 from bcos_lib.train import fit, load_train_checkpoint
-from bcos_lib.utils import atomic_write, set_seed, versions, write_json
+from bcos_lib.core.utils import atomic_write, set_seed, versions, write_json
 
 torch.set_num_threads(1)
 
@@ -66,7 +67,7 @@ CHILD = r"""
 import pathlib, sys, time
 import torch
 torch.set_num_threads(1)
-from bcos_lib import pipeline
+from bcos_lib.core import pipeline
 from bcos_lib.stages import train as stage
 
 params, out, key, mode = sys.argv[1:5]
@@ -279,7 +280,7 @@ def test_fit_interrupted_resumes_exactly(tmp_path, small_data, arch, optimizer, 
     """10 steps per epoch, a checkpoint every 3 steps, 5 warm-up steps; for the gated (CSG) models
     the method's hooks: epoch 1 standard, epoch 2 gated (the gate is in the state_dict), every step
     of it or every other one (``unit: step``)."""
-    from bcos_lib.methods.csg import CSGOptions, training
+    from bcos_lib.methods.csg.model import CSGOptions, training
     cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, optimizer=optimizer, schedule=schedule, warmup_steps=5,
                       checkpoint_every=3)
 

@@ -1,8 +1,8 @@
 """The results tables: every number in them comes from what the stages wrote."""
 from __future__ import annotations
 
-from bcos_lib.config import ModelEntry
-from bcos_lib.methods import ModelResult
+from bcos_lib.core.config import ModelEntry
+from bcos_lib.core.contract import ModelResult
 from bcos_lib.report import make_report
 
 

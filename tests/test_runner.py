@@ -188,7 +188,8 @@ def test_a_passed_check_is_remembered_and_any_change_checks_again(project, monke
     """The runner's check imports torch and every method (~2 s): the 75 stages of one `dvc repro`
     check the same params.yaml once.  A different file, profile, model list or library source
     gives another key, so a mistake is never hidden by an earlier pass."""
-    from bcos_lib import config, runner as r
+    from bcos_lib import runner as r
+    from bcos_lib.core import config
 
     monkeypatch.chdir(project)
     monkeypatch.delenv("BCOS_PROJECT_ROOT", raising=False)

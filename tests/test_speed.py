@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.pipeline import ModelFileError, load_model, save_model
+from bcos_lib.core.pipeline import ModelFileError, load_model, save_model
 from bcos_lib.train import TrainingError, fit, load_train_checkpoint
-from bcos_lib.config import TrainConfig
-from bcos_lib.data import ImageDataset
-from bcos_lib.utils import UnsafeFileError, safe_torch_load
+from bcos_lib.core.config import TrainConfig
+from bcos_lib.core.data import ImageDataset
+from bcos_lib.core.utils import UnsafeFileError, safe_torch_load
 
 from test_errors import have_data, params_dict, run_stage, write_params
 
@@ -111,7 +111,7 @@ def test_stage_outputs_load_with_weights_only(tmp_path):
 def ddp_case():
     """A model without batch norm (each shard would normalise by its own statistics), a data set
     whose last batch splits unevenly (37 = 18 + 19 images over two processes), two epochs."""
-    from bcos_lib.utils import set_seed
+    from bcos_lib.core.utils import set_seed
     set_seed(0)
     model = create_model("bcos_cnn", channels=[8, 8, 16], strides=[1, 2, 2], variant="v1", max_out=2)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, checkpoint_every=1000)
@@ -145,7 +145,7 @@ def test_data_parallel_fit_equals_single_process(tmp_path):
 
 # ----------------------------------------------------------------------------- hardware options
 def test_channels_last_trains_the_same_weights_and_bf16_trains(tmp_path):
-    from bcos_lib.utils import set_seed
+    from bcos_lib.core.utils import set_seed
     results = {}
     for name, opts in (("default", {}), ("channels_last", {"channels_last": True}), ("bf16", {"precision": "bf16"})):
         set_seed(0)
@@ -167,7 +167,7 @@ def test_channels_last_trains_the_same_weights_and_bf16_trains(tmp_path):
 
 
 def test_unknown_precision_is_refused_naming_the_key(tmp_path):
-    from bcos_lib.config import ConfigError, load_params
+    from bcos_lib.core.config import ConfigError, load_params
     params = write_params(tmp_path / "params.yaml", params_dict(over={"train": {"precision": "fp16"}}))
     with pytest.raises(ConfigError, match="train.precision: 'fp16' is not allowed"):
         load_params(params)
@@ -177,7 +177,7 @@ def test_unknown_precision_is_refused_naming_the_key(tmp_path):
 @have_data
 def test_train_stage_runs_data_parallel_with_nproc(tmp_path, monkeypatch):
     """`make repro NPROC=2`: the train stage runs itself under torchrun; rank 0 writes the outputs."""
-    from bcos_lib import pipeline
+    from bcos_lib.core import pipeline
     from bcos_lib.stages import train as train_stage
     monkeypatch.setenv("BCOS_NPROC", "2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -11,10 +11,11 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bcos_lib import pipeline, toy, trained  # noqa: E402
-from bcos_lib import tutorial_figures as figures  # noqa: E402
-from bcos_lib.explain import explain  # noqa: E402
-from bcos_lib.registry import create_model  # noqa: E402
+from bcos_lib import toy, trained
+from bcos_lib.core import pipeline
+from bcos_lib import tutorial_figures as figures
+from bcos_lib.explain import explain
+from bcos_lib.core.registry import create_model
 
 
 def test_angular_clusters_are_deterministic_and_lie_where_asked():

@@ -1,24 +1,5 @@
-"""Layer families, one per file: B-cos conv/linear, B-cos attention, Dynamic Alignment Units
-(CoDA), uncentred norms, the
-logit layer, input encodings, the explanation-mode switch, class-specific gates, the
-stochastic LWTA activation, and the layers of B-cosified networks (``bcosified``).
-``reference`` holds slow float64 references of the fast layers (for the tests)."""
-from .attention import BcosAttention, attention_weights
-from .bcos import BcosConv2d, BcosLinear, patch_norm, v1_cifar_layer_scale, v1_layer_scale
-from .csg import ClassSpecificGate, class_gates, gate_labels
-from .dau import DynamicAlignmentConv2d, DynamicAlignmentLinear
-from .encoding import Normalize, add_inverse, check_encoded_input
-from .explanation_mode import ExplainableModule, explanation_mode, is_explainable
-from .lwta import LWTA, local_winner_takes_all, lwta_kl
-from .logit import LogitLayer, default_logit_bias, v1_logit_temperature
-from .norms import UncentredBatchNorm2d, UncentredLayerNorm
-from .bcosified import (BcosifiedAttention, BcosifiedConv2d, BcosifiedLinear, DetachedLayerNorm, DynamicGELU,
-                        FoldedBatchNorm2d)
-
-__all__ = ["BcosConv2d", "BcosLinear", "patch_norm", "v1_layer_scale", "v1_cifar_layer_scale", "BcosAttention",
-           "attention_weights", "ClassSpecificGate", "class_gates", "gate_labels", "DynamicAlignmentConv2d",
-           "DynamicAlignmentLinear", "Normalize", "add_inverse", "check_encoded_input",
-           "ExplainableModule", "explanation_mode", "is_explainable", "LogitLayer", "default_logit_bias",
-           "v1_logit_temperature", "UncentredBatchNorm2d", "UncentredLayerNorm", "BcosifiedConv2d", "BcosifiedLinear",
-           "FoldedBatchNorm2d", "DetachedLayerNorm", "DynamicGELU", "BcosifiedAttention", "LWTA",
-           "local_winner_takes_all", "lwta_kl"]
+"""The layers every method shares: the explanation-mode switch (:mod:`.explanation_mode`),
+input encodings and normalisation (:mod:`.encoding`) and the fixed logit layer (:mod:`.logit`).
+A paper's own layers live in its package (``bcos_lib/methods/<paper>/layers.py``: B-cos
+conv/linear, DAUs, LWTA, class-specific gates, B-cosified layers).  Import the submodule you
+need: this file imports nothing, so that a stage loads only the layers its model uses."""

@@ -21,12 +21,9 @@ from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
-from ..layers import BcosConv2d, LogitLayer, Normalize, UncentredBatchNorm2d
-from ..registry import register_model
 from .base import ImageClassifier, optional_layer
-from .cnn import FMNIST_MEAN, FMNIST_STD
 
-__all__ = ["BasicBlock", "ResNet", "bcos_resnet", "std_resnet"]
+__all__ = ["BasicBlock", "ResNet", "DEFAULT_WIDTHS", "DEFAULT_BLOCKS", "DEFAULT_STRIDES"]
 
 ConvFactory = Callable[..., nn.Module]
 
@@ -98,43 +95,3 @@ class ResNet(ImageClassifier):
 DEFAULT_WIDTHS = (16, 32, 64)
 DEFAULT_BLOCKS = (2, 2, 2)
 DEFAULT_STRIDES = (1, 2, 2)
-
-
-@register_model
-def bcos_resnet(num_classes: int = 10, image_channels: int = 1, widths: Sequence[int] = DEFAULT_WIDTHS,
-                blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[int] = DEFAULT_STRIDES, b: float = 2.0,
-                stem_pool: bool = False, logit_temperature: float = 1.0,
-                logit_bias: float | None = None) -> ResNet:
-    """B-cos v2 ResNet: B-cos convs (exponent ``b``) + uncentred BN, no ReLU, no biases.
-    ``stem_pool`` adds a 3×3/2 avg-pool after the stem (v2's replacement of the max-pool;
-    off for 28×28 images)."""
-
-    def conv(ci: int, co: int, **kw) -> BcosConv2d:
-        return BcosConv2d(ci, co, b=b, **kw)
-
-    return ResNet(image_channels=image_channels, num_classes=num_classes, widths=widths, blocks=blocks,
-                  strides=strides, conv=conv, classifier=conv, norm=UncentredBatchNorm2d, act=None,
-                  stem_pool=(lambda: nn.AvgPool2d(3, stride=2, padding=1)) if stem_pool else None,
-                  input_norm=None, logit=LogitLayer(num_classes, logit_temperature, logit_bias),
-                  encoding="add_inverse", default_loss="bce", dynamic_linear=True)
-
-
-@register_model
-def std_resnet(num_classes: int = 10, image_channels: int = 1, widths: Sequence[int] = DEFAULT_WIDTHS,
-               blocks: Sequence[int] = DEFAULT_BLOCKS, strides: Sequence[int] = DEFAULT_STRIDES,
-               stem_pool: bool = False, mean: float = FMNIST_MEAN, std: float = FMNIST_STD) -> ResNet:
-    """The conventional twin: conv (no bias) + BN + ReLU, max-pool stem (if ``stem_pool``),
-    a biased 1×1 classifier before pooling, cross-entropy loss."""
-
-    def conv(ci: int, co: int, **kw) -> nn.Conv2d:
-        return nn.Conv2d(ci, co, bias=False, **kw)
-
-    def classifier(ci: int, co: int, **kw) -> nn.Conv2d:
-        return nn.Conv2d(ci, co, bias=True, **kw)
-
-    return ResNet(image_channels=image_channels, num_classes=num_classes, widths=widths, blocks=blocks,
-                  strides=strides, conv=conv, classifier=classifier, norm=nn.BatchNorm2d,
-                  act=lambda: nn.ReLU(inplace=False),
-                  stem_pool=(lambda: nn.MaxPool2d(3, stride=2, padding=1)) if stem_pool else None,
-                  input_norm=Normalize([mean] * image_channels, [std] * image_channels), logit=None,
-                  encoding="none", default_loss="ce")

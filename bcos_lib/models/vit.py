@@ -35,11 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BcosAttention, BcosConv2d, BcosLinear, LogitLayer, UncentredLayerNorm
-from ..registry import register_model
 from .base import ImageClassifier, optional_layer
 
-__all__ = ["PositionEmbedding", "TransformerBlock", "VisionTransformer", "bcos_vit"]
+__all__ = ["PositionEmbedding", "TransformerBlock", "VisionTransformer"]
 
 
 class PositionEmbedding(nn.Module):
@@ -137,28 +135,3 @@ class VisionTransformer(ImageClassifier):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit(self.class_maps(x).mean(dim=(2, 3)))
-
-
-@register_model
-def bcos_vit(num_classes: int = 10, image_channels: int = 1, image_size: int = 28, patch_size: int = 4,
-             dim: int = 64, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, b: float = 2.0,
-             pos_resize: str = "tile", logit_temperature: float = 1.0,
-             logit_bias: float | None = None) -> VisionTransformer:
-    """A tiny B-cos ViT: 28×28 images, 4×4 patches → 7×7 = 49 tokens, dim 64, 4 blocks of
-    4 heads, MLP ratio 2, no class token (mean over tokens); ~0.14 M parameters."""
-
-    def patch_embed(ci: int, co: int, **kw) -> BcosConv2d:
-        return BcosConv2d(ci, co, b=b, **kw)
-
-    def linear(i: int, o: int) -> BcosLinear:
-        return BcosLinear(i, o, b=b)
-
-    def attention(d: int, h: int) -> BcosAttention:
-        return BcosAttention(d, h, linear=linear)
-
-    return VisionTransformer(image_channels=image_channels, num_classes=num_classes, image_size=image_size,
-                             patch_size=patch_size, dim=dim, depth=depth, heads=heads,
-                             mlp_dim=int(round(mlp_ratio * dim)), patch_embed=patch_embed, linear=linear,
-                             norm=UncentredLayerNorm, attention=attention, act=None, pos_resize=pos_resize,
-                             logit=LogitLayer(num_classes, logit_temperature, logit_bias), encoding="add_inverse",
-                             default_loss="bce", dynamic_linear=True)

@@ -5,9 +5,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import ImageDataset
-from ..pipeline import Run, load_data, save_figure
-from ..utils import write_json
+from ..core.data import ImageDataset
+from ..core.pipeline import Run, load_data, save_figure
+from ..core.utils import write_json
 
 
 def data_summary(run: Run, train_ds: ImageDataset, test_ds: ImageDataset) -> dict[str, Any]:

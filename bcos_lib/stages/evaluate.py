@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..methods import EvalContext, get_metric, metric_options
-from ..pipeline import Run, load_data, load_trained, write_csv, write_timing
-from ..utils import versions, write_json
+from ..core.contract import EvalContext
+from ..core.registry import get_metric
+from ..core.config import metric_options
+from ..core.pipeline import Run, load_data, load_trained, write_csv, write_timing
+from ..core.utils import versions, write_json
 
 
 def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -6,10 +6,10 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import ImageDataset
+from ..core.data import ImageDataset
 from ..layers.explanation_mode import is_explainable
-from ..pipeline import Run, load_data, load_trained, write_timing
-from ..utils import atomic_torch_save, versions, write_json
+from ..core.pipeline import Run, load_data, load_trained, write_timing
+from ..core.utils import atomic_torch_save, versions, write_json
 
 
 def pick_images(ds: ImageDataset, n: int) -> torch.Tensor:

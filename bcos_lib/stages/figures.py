@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import torch
 
-from ..methods import ModelResult, list_methods, method_of
-from ..pipeline import Run, save_figure
-from ..utils import atomic_write, safe_torch_load
+from ..core.contract import ModelResult
+from ..core.registry import list_methods, method_of
+from ..core.pipeline import Run, save_figure
+from ..core.utils import atomic_write, safe_torch_load
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -80,6 +80,7 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
     sections = []
     figure_sets = [shared_figures(res)]
     for method in list_methods():
+        method.load("present")
         if method.figures is not None:
             figure_sets.append(method.figures(res, run))
         if method.report is not None:
@@ -92,7 +93,9 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
                 raise RuntimeError(f"two figures are called {name!r}: rename one (figures/{name}.png)")
             written[name] = save_figure(run, fig, name)
             plt.close(fig)
-    report = make_report(res, sections, figures=sorted(written))
+    from ..core.data import DATASET_NAMES
+    report = make_report(res, sections, figures=sorted(written),
+                         dataset=DATASET_NAMES.get(run.params.data.dataset, run.params.data.dataset))
     n_figures = len(written)
     written["report"] = atomic_write(run.path("results", "report.md"), lambda tmp: Path(tmp).write_text(report))
     written.update(write_headlines(res, run.path("results")))

@@ -16,12 +16,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..data import subset
-from ..methods import EvalContext, get_metric, method_of, method_options, metric_options
-from ..pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
-from ..registry import create_model
+from ..core.data import subset
+from ..core.contract import EvalContext
+from ..core.registry import get_metric, method_of
+from ..core.config import method_options, metric_options
+from ..core.pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
+from ..core.registry import create_model
 from ..train import config_fingerprint, fit, is_main_process
-from ..utils import set_seed, versions, write_json
+from ..core.utils import set_seed, versions, write_json
 
 
 def initial_model(run: Run, key: str, kwargs: dict[str, Any]) -> Any:
@@ -33,7 +35,7 @@ def initial_model(run: Run, key: str, kwargs: dict[str, Any]) -> Any:
     if not entry.init_from:
         return create_model(entry.arch, **kwargs)
     parent = load_trained(run, entry.init_from).cpu()
-    method = method_of(entry.arch)
+    method = method_of(entry.arch).load("model")
     if method.init is not None:
         return method.init(parent, method_options(entry, key))
     model = create_model(entry.arch, **kwargs)
@@ -79,7 +81,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
         return run_data_parallel(run, key, nproc, log)
     p = run.params
     entry, tcfg = p.model(key), p.train_config(key)
-    method = method_of(entry.arch)
+    method = method_of(entry.arch).load("model")
     options = method_options(entry, key)
     train_ds, test_ds = load_data(run, "train"), load_data(run, "test")
     if tcfg.subset:
@@ -139,7 +141,7 @@ def run_data_parallel(run: Run, key: str, nproc: int, log: Callable[[str], None]
 if __name__ == "__main__":   # what run_data_parallel starts on every rank
     import argparse
 
-    from ..pipeline import setup
+    from ..core.pipeline import setup
     parser = argparse.ArgumentParser(description="train one model of params.yaml (a rank of a torchrun)")
     parser.add_argument("--profile")
     parser.add_argument("--output-dir")

@@ -1,0 +1,467 @@
+"""Typed configuration from params.yaml.
+
+Every section is a dataclass; :func:`load_params` rejects an unknown key or a value of
+the wrong type with a :class:`ConfigError` that names the key (``train.epochs``) and
+what was expected, before a stage writes anything.  A *profile* (``base.profile`` or
+the ``profile`` argument) merges ``profiles.<name>`` over the file: ``tiny`` for the
+tests, ``default`` for the CPU pipeline, ``gpu`` for the paper-length runs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "method_options", "metric_options", "Params", "BaseConfig", "DataConfig", "TrainConfig", "ModelEntry", "ExplainConfig",
+           "EvaluateConfig", "FiguresConfig", "load_params", "parse_params", "deep_merge"]
+
+
+#: the losses ``train.loss`` may name (bcos_lib.train.LOSSES implements each; a test checks they agree)
+LOSS_NAMES = ("bce", "ce")
+
+
+class ConfigError(ValueError):
+    """params.yaml has an unknown key, a missing key or a value of the wrong type."""
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 0
+    device: str = "auto"        # auto | cpu | cuda | cuda:N
+    profile: str = "default"    # which entry of `profiles` is merged over the file
+    num_threads: int = 0        # torch CPU threads; 0 leaves torch's default
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"   # fashion_mnist | cifar10 | image_folder
+    root: str = "data/fashion-mnist"
+    train_subset: int = 0            # 0 = all images
+    test_subset: int = 0
+    image_size: int = 32             # image_folder only
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"          # adam | sgd
+    schedule: str = "cosine"         # cosine | constant
+    warmup_steps: int = 0
+    loss: str = "auto"               # auto (the model's default) | bce | ce
+    checkpoint_every: int = 100      # steps between resumable checkpoints
+    eval_batch_size: int = 1000
+    subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
+    epoch_metrics: list[str] = field(default_factory=list)  # registered metrics run on the test split after every
+                                                            # epoch (history.csv columns <metric>_<summary key>)
+    channels_last: bool = False      # NHWC memory layout for the training step (bcos_lib.train.fit)
+    precision: str = "fp32"          # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
+
+
+@dataclass
+class ModelEntry:
+    arch: str = ""                                        # a registered model name (bcos_lib.list_models())
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the builder, checked against its signature
+    train: dict[str, Any] = field(default_factory=dict)   # overrides of the train section for this model
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    group: str = ""                                       # e.g. "b_sweep": a group its method declares (drawn together)
+    twin: str = ""                                        # the plain counterpart it is compared with (a key of `models`)
+    label: str = ""                                       # how figures and tables name the model
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (its `options` dataclass)
+    init_from: str = ""                                   # start from this trained model (a key of `models`)
+
+
+@dataclass
+class ExplainConfig:
+    n_images: int = 8
+    n_classes_per_image: int = 4   # the "several classes of one image" figure
+    smooth: int = 3                # avg-pool kernel of the colour explanation (15 on 224 px ≈ 2–3 on 28 px)
+    batch_size: int = 256
+
+
+@dataclass
+class EvaluateConfig:
+    grid_size: int = 3
+    n_grids: int = 500
+    min_confidence: float = 0.5
+    methods: list[str] = field(default_factory=lambda: ["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"])
+    posthoc_n_grids: int = 0        # grids for the post-hoc methods (0 = n_grids)
+    smooth: int = 1                 # avg-pool kernel applied to every attribution before scoring
+    batch_size: int = 16            # grids per batch
+    ig_steps: int = 20
+    occlusion_window: int = 7
+    occlusion_stride: int = 7
+    deletion_images: int = 200
+    deletion_steps: int = 20
+    deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
+    metrics: list[str] = field(default_factory=lambda: ["localisation", "deletion"])  # registered metrics to run
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric: its own options
+
+
+@dataclass
+class FiguresConfig:
+    n_images: int = 8
+    dpi: int = 120
+
+
+@dataclass
+class Params:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model(self, key: str) -> ModelEntry:
+        if key not in self.models:
+            raise ConfigError(f"no model {key!r} in params.yaml `models`; defined: {', '.join(self.models) or 'none'}")
+        return self.models[key]
+
+    def train_config(self, key: str) -> TrainConfig:
+        """The train section with the model's own overrides merged in (validated)."""
+        merged = deep_merge(dataclasses.asdict(self.train), self.model(key).train)
+        return _build(TrainConfig, merged, f"models.{key}.train")
+
+    def evaluate_config(self, key: str) -> EvaluateConfig:
+        merged = deep_merge(dataclasses.asdict(self.evaluate), self.model(key).evaluate)
+        return _build(EvaluateConfig, merged, f"models.{key}.evaluate")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``, dicts recursively, everything else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2.5e3: YAML 1.1 strings, YAML 1.2 floats
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+        (arg,) = typing.get_args(tp)
+        return [_check(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r} ({type(value).__name__})")
+        _, arg = typing.get_args(tp)
+        return {k: _check(v, arg, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is float:
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string; DVC (YAML 1.2) as a number
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed here: {', '.join(names)}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+    "train.optimizer": lambda v: v in ("adam", "sgd"),
+    "train.schedule": lambda v: v in ("cosine", "constant"),
+    "train.precision": lambda v: v in ("fp32", "bf16"),
+    "train.loss": lambda v: v == "auto" or v in _losses(),
+    "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
+}
+
+
+def _losses() -> tuple[str, ...]:
+    return LOSS_NAMES
+
+
+def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = True) -> None:
+    """A model entry against the registries: its arch, kwargs, method options, start model,
+    and the attribution methods and metrics (with their options) it is evaluated with."""
+    from .registry import ATTRIBUTIONS
+    from .registry import get_metric, list_metrics, method_of
+    from .registry import list_models, model_signature
+    try:
+        accepted = model_signature(entry.arch)   # imports that model's method only
+    except KeyError:
+        raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: "
+                          f"{', '.join(list_models())}") from None
+    for k in entry.kwargs:
+        if k not in accepted:
+            raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
+                              f"{', '.join(accepted)}")
+    method_of(entry.arch)
+    method_options(entry, key)
+    if entry.group:
+        from .registry import all_groups
+        groups = all_groups()
+        if entry.group not in groups:
+            raise ConfigError(f"models.{key}.group: unknown group {entry.group!r}; the methods declare: "
+                              f"{', '.join(f'{g} ({m})' for g, m in sorted(groups.items()))} (a method's manifest, "
+                              f"bcos_lib/methods/<paper>/__init__.py, lists its groups)")
+    if entry.twin:
+        if entry.twin not in p.models or entry.twin == key:
+            raise ConfigError(f"models.{key}.twin: {entry.twin!r} is not another key of `models` "
+                              f"(defined: {', '.join(k for k in p.models if k != key)})")
+    if entry.init_from:
+        if entry.init_from not in p.models:
+            raise ConfigError(f"models.{key}.init_from: {entry.init_from!r} is not a key of `models` "
+                              f"(defined: {', '.join(p.models)})")
+        seen, k = [key], entry.init_from
+        while k:
+            if k in seen:
+                raise ConfigError(f"models.{key}.init_from: the chain {' → '.join(seen + [k])} is a cycle")
+            seen.append(k)
+            k = p.models[k].init_from if k in p.models else ""
+    tcfg = p.train_config(key)  # overrides must be valid keys of their sections
+    for m in tcfg.epoch_metrics:
+        if m not in list_metrics():
+            where_t = f"models.{key}.train" if "epoch_metrics" in entry.train else "train"
+            raise ConfigError(f"{where_t}.epoch_metrics: unknown metric {m!r}; registered: {', '.join(list_metrics())}")
+    cfg = p.evaluate_config(key)
+    if not evaluate:   # a stage that runs this model's training: its evaluate stage checks the rest
+        return
+    where = f"models.{key}.evaluate" if entry.evaluate else "evaluate"
+    known = list(ATTRIBUTIONS)
+    for field_name in ("methods", "deletion_methods"):
+        extra = ("random",) if field_name == "deletion_methods" else ()
+        for m in getattr(cfg, field_name):
+            if m not in known and m not in extra:
+                raise ConfigError(f"{where}.{field_name}: unknown attribution method {m!r}; known: "
+                                  f"{', '.join(known + list(extra))}")
+    for m in cfg.metrics:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.metrics: unknown metric {m!r}; registered: {', '.join(list_metrics())}")
+    for m in cfg.options:
+        if m not in list_metrics():
+            raise ConfigError(f"{where}.options.{m}: no metric of that name; registered: {', '.join(list_metrics())}")
+        get_metric(m)
+        metric_options(m, cfg, where)
+
+
+def _validate(p: Params, models: list[str] | None = None) -> None:
+    d = p.to_dict()
+    for key, ok in _CHOICES.items():
+        sec, name = key.split(".")
+        if not ok(d[sec][name]):
+            raise ConfigError(f"{key}: {d[sec][name]!r} is not allowed")
+    for attr in ("train.epochs", "train.batch_size", "train.checkpoint_every", "evaluate.grid_size", "evaluate.n_grids"):
+        sec, name = attr.split(".")
+        if d[sec][name] < 1:
+            raise ConfigError(f"{attr} must be ≥ 1 (got {d[sec][name]})")
+    for key in models or []:
+        p.model(key)  # an unknown key is named with the known ones
+    for key, entry in p.models.items():
+        if models is None or key in models:
+            _validate_model(p, key, entry, evaluate=models is None)
+
+
+def _known_models_only(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A profile's overrides, without those of models that params.yaml does not define
+    (a profile is generic; overriding a model would otherwise create a half-defined entry)."""
+    if not isinstance(over, dict) or not isinstance(over.get("models"), dict):
+        return over
+    defined = raw.get("models") or {}
+    return {**over, "models": {k: v for k, v in over["models"].items() if k in defined}}
+
+
+def parse_params(raw: dict[str, Any], profile: str | None = None, models: list[str] | None = None) -> Params:
+    """Validate a params mapping and apply ``profile`` (default: ``base.profile``).
+
+    ``models``: check these entries against the registries only (a stage that runs one model
+    imports that model's method and no other; the whole file is checked once per run, before the
+    first stage, by the runner and the ``settings`` stage).  Every section's keys and types are
+    checked either way."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml must be a mapping of sections (base, data, train, models, …)")
+    raw = copy.deepcopy(raw)
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError("profiles: expected a mapping of profile name → overrides")
+    name = profile or (raw.get("base") or {}).get("profile", "default")
+    if name != "default" or name in profiles:   # `default` needs no entry; an entry is merged like any other
+        if name not in profiles:
+            others = [p for p in profiles if p != "default"]
+            raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
+                              f"default, {', '.join(others) or '(none)'}")
+        _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
+        merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
+        try:
+            _build(Params, merged, "")
+        except ConfigError as e:
+            raise ConfigError(f"in profile {name!r} (profiles.{name}): {e}") from None
+        raw = merged
+    raw.setdefault("base", {})["profile"] = name
+    params = _build(Params, raw, "")
+    for pname, over in profiles.items():  # every profile must itself be valid, not only the active one
+        if pname != name:
+            try:
+                _build(Params, deep_merge(raw, _known_models_only(raw, over or {})), "")
+            except ConfigError as e:
+                raise ConfigError(f"in profile {pname!r}: {e}") from None
+    _validate(params, models)
+    return params
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None,
+                models: list[str] | None = None) -> Params:
+    """Read, validate and profile-merge params.yaml (default: the project's); ``models``: see
+    :func:`parse_params`."""
+    from .paths import project_root
+    path = Path(path) if path is not None else project_root() / "params.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    try:
+        return parse_params(raw, profile, models)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+_BASE_BLOCK = re.compile(r"^base:[ \t]*(#[^\n]*)?\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", re.M)
+_PROFILE_LINE = re.compile(r"^([ \t]+profile:[ \t]*)([^#\n]*?)([ \t]*(?:#[^\n]*)?)$", re.M)
+
+
+def set_profile(path: str | os.PathLike, name: str) -> bool:
+    """Set ``base.profile: <name>`` in the params file at ``path``, changing that line only
+    (comments and layout stay).  The file with the new profile is validated first: an unknown
+    profile or any other mistake raises :class:`ConfigError` and leaves the file as it was.
+    Returns whether the file changed."""
+    path = Path(path)
+    load_params(path, name)  # the file and the profile must be valid before anything is written
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    if (raw.get("base") or {}).get("profile", "default") == name and "profile" in (raw.get("base") or {}):
+        return False
+    block = _BASE_BLOCK.search(text)
+    if block is None:
+        new = f"base:\n  profile: {name}\n" + text
+    else:
+        body = block.group(2)
+        line = _PROFILE_LINE.search(body)
+        if line is not None:
+            body = body[:line.start(2)] + name + body[line.end(2):]
+        else:
+            indent = re.match(r"[ \t]+", body).group(0) if body.strip() else "  "
+            body = f"{indent}profile: {name}\n" + body
+        new = text[:block.start(2)] + body + text[block.end(2):]
+    expected = copy.deepcopy(raw)
+    expected.setdefault("base", {})["profile"] = name
+    if yaml.safe_load(new) != expected:  # a layout this simple edit does not understand
+        raise ConfigError(f"{path}: could not set base.profile without rewriting the file; "
+                          f"edit `profile:` under `base:` by hand")
+    from .utils import atomic_write
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new))
+    return True
+
+
+# ----------------------------------------------------------------------------- method and metric options
+def _build_options(cls: type | None, raw: Any, where: str) -> Any:
+    if cls is None:
+        if raw:
+            raise ConfigError(f"{where}: this model takes no options (got {', '.join(raw)})")
+        return None
+    return _build(cls, dict(raw or {}), where)
+
+
+def method_options(entry: ModelEntry, key: str = "?") -> Any:
+    """The validated ``models.<key>.options`` of ``entry`` (an instance of its method's ``OPTIONS``)."""
+    from .registry import method_of
+    return _build_options(method_of(entry.arch).load("model").options, entry.options, f"models.{key}.options")
+
+
+def metric_options(name: str, cfg: EvaluateConfig, where: str = "evaluate") -> Any:
+    """The validated ``evaluate.options.<name>`` (an instance of the metric's options dataclass)."""
+    from .registry import get_metric
+    return _build_options(get_metric(name).options, cfg.options.get(name), f"{where}.options.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bcos_lib.core.config [--profile NAME]``: validate params.yaml;
+    ``python -m bcos_lib.core.config --set-profile NAME``: validate, then set ``base.profile``."""
+    import argparse
+    import sys
+
+    from .paths import display_path, project_root
+
+    ap = argparse.ArgumentParser(prog="python -m bcos_lib.core.config", description=main.__doc__)
+    ap.add_argument("--params", help="the params file (default: the project's params.yaml)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--profile", help="validate with this profile instead of base.profile")
+    group.add_argument("--set-profile", metavar="NAME", help="set base.profile to NAME (validated first)")
+    args = ap.parse_args(argv)
+    path = Path(display_path(Path(args.params) if args.params else project_root() / "params.yaml"))
+    try:
+        if args.set_profile:
+            changed = set_profile(path, args.set_profile)
+            print(f"{path}: base.profile is {args.set_profile}" + ("" if changed else " (unchanged)"))
+        else:
+            p = load_params(path, args.profile)
+            print(f"{path}: valid (profile {p.base.profile}, models: {', '.join(p.models) or 'none'})")
+    except ConfigError as e:
+        print(f"error: {' '.join(str(e).split())} (nothing was changed: fix it and run again)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

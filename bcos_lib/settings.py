@@ -1,0 +1,108 @@
+"""Each stage's resolved settings, one small file per stage and model: ``python -m bcos_lib.settings``.
+
+A stage of the pipeline depends on the settings it runs with, not on whole sections of
+params.yaml: the train stage of ``bcos_cnn`` on the train section *with that model's overrides and
+the active profile merged in*, its model entry, the data and the seed — and on nothing else.  This
+module writes exactly that, as JSON, under ``results/settings/`` (the ``settings`` stage of
+``dvc.yaml``, which checks the whole of params.yaml first), and every other stage lists its file as
+a dependency.  An edit of params.yaml then reruns the stages whose resolved settings changed: a
+model's label only the figures, one model's epochs only that model's training (and what uses
+the model), a setting that a profile or a model overrides nothing at all.
+
+Files (keys sorted, so that equal settings are equal bytes):
+
+``data.json``                 base and data
+``train/<key>.json``          base, data, the merged train settings, the model's arch, kwargs, options, init_from
+``evaluate/<key>.json``       base, data, the merged evaluate settings, the model's arch, kwargs, options, init_from
+``explain.json``              base, data, explain, every model's key and label
+``figures.json``              base, data, figures, every model entry without its train/evaluate overrides
+                              (the figures and the report read the results those stages wrote)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .core.config import Params, load_params
+from .core.paths import display_path, project_root
+
+__all__ = ["stage_settings", "write_settings", "settings_path", "main", "FOLDER"]
+
+FOLDER = "results/settings"
+
+
+def _common(p: Params) -> dict[str, Any]:
+    return {"base": dataclasses.asdict(p.base), "data": dataclasses.asdict(p.data)}
+
+
+#: the fields of a model entry that its train and evaluate stages read (label, group and twin are for
+#: the figures and the report; the train/evaluate overrides are merged into those sections)
+MODEL_FIELDS = ("arch", "kwargs", "options", "init_from")
+
+
+def _entry(p: Params, key: str) -> dict[str, Any]:
+    e = dataclasses.asdict(p.model(key))
+    return {f: e[f] for f in MODEL_FIELDS}
+
+
+def stage_settings(p: Params) -> dict[str, dict[str, Any]]:
+    """{path relative to results/settings: settings} for every stage of ``p``."""
+    out: dict[str, dict[str, Any]] = {"data.json": _common(p)}
+    for key in p.models:
+        out[f"train/{key}.json"] = {**_common(p), "train": dataclasses.asdict(p.train_config(key)),
+                                    "model": _entry(p, key)}
+        out[f"evaluate/{key}.json"] = {**_common(p), "evaluate": dataclasses.asdict(p.evaluate_config(key)),
+                                       "model": _entry(p, key)}
+    out["explain.json"] = {**_common(p), "explain": dataclasses.asdict(p.explain),
+                           "models": {k: {"label": e.label} for k, e in p.models.items()}}
+    out["figures.json"] = {**_common(p), "figures": dataclasses.asdict(p.figures),
+                           "models": {k: {f: v for f, v in dataclasses.asdict(e).items() if f not in ("train", "evaluate")}
+                                      for k, e in p.models.items()}}
+    return out
+
+
+def settings_path(stage: str, key: str | None = None) -> str:
+    """The settings file of ``stage`` (and model ``key``), relative to the project root."""
+    return f"{FOLDER}/{stage}/{key}.json" if key else f"{FOLDER}/{stage}.json"
+
+
+def _text(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_settings(p: Params, folder: Path) -> list[str]:
+    """Write the settings files of ``p`` into ``folder`` (a file only where its content changed;
+    files of models no longer in params.yaml are removed).  Returns the files written."""
+    from .core.utils import atomic_write
+    wanted = {folder / rel: _text(s) for rel, s in stage_settings(p).items()}
+    written = []
+    for path, text in wanted.items():
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+            written.append(str(path))
+    for old in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        if old not in wanted:
+            old.unlink()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default=None, help="params.yaml to read (default: the project's)")
+    ap.add_argument("--out", default=None, help=f"folder to write (default: {FOLDER} under the project root)")
+    args = ap.parse_args(argv)
+    p = load_params(args.params)   # the whole file, every model against the registries
+    folder = Path(args.out) if args.out else project_root() / FOLDER
+    written = write_settings(p, folder)
+    print(f"settings of {len(p.models)} models (profile {p.base.profile}) in {display_path(folder)}: "
+          f"{len(written)} file(s) changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
