@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .core.config import Params, load_params
+from .core.config import ConfigError, Params, load_params
 from .core.paths import display_path, project_root
 
 __all__ = ["stage_settings", "write_settings", "settings_path", "main", "FOLDER"]
@@ -96,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default=None, help="params.yaml to read (default: the project's)")
     ap.add_argument("--out", default=None, help=f"folder to write (default: {FOLDER} under the project root)")
     args = ap.parse_args(argv)
-    p = load_params(args.params)   # the whole file, every model against the registries
+    path = Path(args.params) if args.params else project_root() / "params.yaml"
+    try:
+        p = load_params(path)   # the whole file, every model against the registries
+    except (ConfigError, FileNotFoundError) as e:
+        message = " ".join(str(e).split()).replace(str(path), display_path(path))
+        print(f"error: {message} (nothing was run or written: fix it and run again)", file=sys.stderr)
+        return 2
     folder = Path(args.out) if args.out else project_root() / FOLDER
     written = write_settings(p, folder)
     print(f"settings of {len(p.models)} models (profile {p.base.profile}) in {display_path(folder)}: "
