@@ -19,7 +19,7 @@ BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml tutorials book
+.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml tutorials book browser
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,14 @@ data: setup
 	fi
 	$(BIN)/python -m bcos_lib.data fetch
 
+# headless Chromium for the book's browser test: Debian's chromium and chromium-driver when they can be
+# installed (root), as for the data; as another user tests/test_book.py skips its browser checks without them
+browser:
+	@if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing the Debian packages chromium and chromium-driver (the book's browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
 	$(BIN)/python -m bcos_lib.config --set-profile $(PROFILE)
@@ -50,7 +58,7 @@ dvc.yaml: setup
 	$(BIN)/python -m bcos_lib.dvcgen
 
 # the unit tests in parallel, then every notebook in order under nbval (30_explain needs 20_train's models)
-test: data
+test: data browser
 	$(BIN)/python -m pytest -n 2 tests
 	$(BIN)/python -m pytest -p no:xdist --nbval-lax notebooks
 
