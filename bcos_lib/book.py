@@ -455,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bcos_lib.book", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="build/book", help="output folder (sources in src/, the site in html/)")
     p.add_argument("--results", default=None,
-                   help="the folder that holds results/ and models/ (default: the project root)")
+                   help="the folder that holds the pipeline's results/ and models/ (default: the project root; "
+                        "the executed tutorials are always those of make tutorials, results/tutorials/)")
     p.add_argument("--n-images", type=int, default=4, help="images per model with every class and method rendered")
     p.add_argument("--profile", default="default", help="params.yaml profile for the attribution settings")
     a = p.parse_args(argv)
@@ -468,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"params.yaml not used ({e}); the attribution methods run with their defaults")
         params = None
     build_book(root, (root / a.out) if not Path(a.out).is_absolute() else Path(a.out),
-               base / "results" / "notebooks", base / "results" / "tutorials", base / "results" / "explain",
+               base / "results" / "notebooks", root / "results" / "tutorials", base / "results" / "explain",
                base / "models", a.n_images, params, quiet=True)
     return 0
 
