@@ -38,6 +38,9 @@ __all__ = ["render_map", "render_image", "render_rgba", "build_explorer", "stage
 EXPLORER_DIR = "explorer"
 #: the scale of the 28×28 images in the explorer's PNGs (nearest neighbour)
 SCALE = 6
+#: the order of the docs/ pages in the book's table of contents (others follow, alphabetically)
+DOCS_ORDER = ["bcos", "bcosification", "coda", "discover", "csg", "results", "metrics", "tutorials", "pipeline",
+              "speed", "troubleshooting", "extending", "book"]
 STAGE_TITLES = {"10": "Data", "20": "Train", "30": "Explain", "40": "Evaluate", "50": "Figures"}
 
 
@@ -285,14 +288,14 @@ EXPLORER_JS = r"""// The explanation explorer: plain JavaScript over window.EXPL
 """
 
 EXPLORER_CSS = """.explorer-controls label { margin-right: 1em; display: inline-block; }
-.explorer-panels { display: flex; flex-wrap: wrap; gap: 1.5em; margin-top: 1em; }
-.explorer-panels img { width: 168px; height: 168px; image-rendering: pixelated; border: 1px solid #888; }
-.explorer-panels figcaption { max-width: 230px; font-size: 0.85em; }
-.explorer-logits { min-width: 280px; }
+.explorer-panels { display: flex; flex-wrap: wrap; gap: 1em; margin-top: 1em; align-items: flex-start; }
+.explorer-panels img { width: 140px; height: 140px; image-rendering: pixelated; border: 1px solid #888; }
+.explorer-panels figure { margin: 0; }\n.explorer-panels figcaption { max-width: 170px; font-size: 0.8em; }
+.explorer-logits { min-width: 250px; }
 .ex-row { display: flex; align-items: center; font-size: 0.8em; line-height: 1.5; }
 .ex-row.ex-sel { font-weight: bold; }
 .ex-name { width: 7em; }
-.ex-track { position: relative; width: 120px; height: 0.8em; background: #eee; margin: 0 0.5em; }
+.ex-track { position: relative; width: 90px; height: 0.8em; background: #eee; margin: 0 0.5em; }
 .ex-bar { position: absolute; top: 0; bottom: 0; background: #4a7ab5; }
 .ex-sel .ex-bar { background: #c0392b; }
 """
@@ -324,6 +327,36 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 nb_merge_streams = True
 """
+
+
+def _doc_rank(path: Path) -> tuple[int, str]:
+    return (DOCS_ORDER.index(path.stem) if path.stem in DOCS_ORDER else len(DOCS_ORDER), path.stem)
+
+
+def _copy_linked_files(root: Path, src: Path, pages: Sequence[Path]) -> list[str]:
+    """Copy the repository files that ``pages`` link to and the book does not hold yet into ``src``
+    (at the same place); returns the markdown ones as documents for a table of contents."""
+    extra: list[str] = []
+    for page in pages:
+        if not page.is_file():
+            continue
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:|#", target):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            try:
+                rel = path.relative_to(root.resolve())
+            except ValueError:
+                continue
+            dest = src / rel
+            if not path.is_file() or dest.exists() or rel.parts[0] in ("results", "build", "models"):
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+            if path.suffix == ".md":
+                extra.append(rel.with_suffix("").as_posix())
+    return extra
 
 
 def _copy_mathjax(dest: Path) -> None:
@@ -409,7 +442,9 @@ def stage_sources(root: Path, src: Path, stage_notebooks: Path, tutorials: Path,
     _copy_mathjax(src / "_static" / "mathjax")
     (src / "_static" / "explorer.css").write_text(EXPLORER_CSS)
     # the landing page: the README with the book's table of contents
-    docs = [f"docs/{p.stem}" for p in sorted((src / "docs").glob("*.md"))] if (src / "docs").is_dir() else []
+    docs = [f"docs/{p.stem}" for p in sorted((src / "docs").glob("*.md"), key=_doc_rank)] if (src / "docs").is_dir() else []
+    # files of the repository that the README and docs/ link to (e.g. bcos_lib/methods/README.md)
+    docs += _copy_linked_files(root, src, [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     readme = (root / "README.md").read_text()
     readme += "\n" + _toctree("Documentation", docs) + _toctree("Tutorials", tut_entries)
     readme += _toctree("Results", ["explorer", "notebooks/stages/index"])

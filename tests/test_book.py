@@ -175,3 +175,21 @@ def test_screenshots_of_the_landing_page_and_the_explorer(site, driver):
     for p in paths:
         im = Image.open(p)
         assert im.size[0] >= 1000 and len(np.unique(np.asarray(im.convert("L")))) > 20, p  # a page, not a blank
+
+
+def test_every_relative_link_of_the_readme_and_docs_exists():
+    """What the book cannot check for the files it does not copy (GitHub shows the README and
+    docs/ too): every relative link or image of README.md and docs/*.md names a file of the
+    repository."""
+    import re
+
+    missing = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:|#", target):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                missing.append(f"{page.relative_to(REPO)}: {target}")
+    assert not missing, missing
