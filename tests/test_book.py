@@ -193,3 +193,19 @@ def test_every_relative_link_of_the_readme_and_docs_exists():
             if not path.exists():
                 missing.append(f"{page.relative_to(REPO)}: {target}")
     assert not missing, missing
+
+
+def test_the_page_check_finds_what_is_broken(tmp_path, driver):
+    """The checks above can fail: a page with a missing image, a missing script, a link to a
+    missing page and a script from the network is reported on each count."""
+    (tmp_path / "ok.html").write_text("<html><body>fine</body></html>")
+    (tmp_path / "page.html").write_text(
+        '<html><head><script src="gone.js"></script><script src="https://cdn.example.org/x.js"></script></head>'
+        '<body><img src="gone.png"><a href="ok.html">fine</a><a href="nowhere.html">broken</a></body></html>')
+    problems = "\n".join(page_problems(driver, (tmp_path / "page.html").as_uri()))
+    assert "image did not load" in problems and "gone.png" in problems, problems
+    assert "script file missing" in problems and "gone.js" in problems, problems
+    assert "internal link to a missing file" in problems and "nowhere.html" in problems, problems
+    assert "ok.html" not in problems, problems
+    assert "cdn.example.org" in problems, problems
+    assert page_problems(driver, (tmp_path / "ok.html").as_uri()) == []
