@@ -318,9 +318,13 @@ html_theme_options = {{"repository_url": "", "use_repository_button": False, "us
                       "navigation_with_keys": False}}
 # MathJax 2 from the jupyter-server-mathjax package, copied into _static/mathjax: no CDN
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-# that package ships the STIX-Web fonts only (as Jupyter configures them)
+# that package ships the STIX-Web fonts only (as Jupyter configures them); MyST-NB marks its pages
+# tex2jax_ignore and the formulas "math", which MathJax 2 must then be told to process (MyST's own
+# update of the configuration is for MathJax 3)
+myst_update_mathjax = False
 mathjax2_config = {{"HTML-CSS": {{"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web",
-                                "imageFont": None}}}}
+                                "imageFont": None}},
+                   "tex2jax": {{"processClass": "tex2jax_process|mathjax_process|math|output_area"}}}}
 html_show_sourcelink = False
 html_copy_source = False
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
@@ -361,12 +365,13 @@ def _copy_linked_files(root: Path, src: Path, pages: Sequence[Path]) -> list[str
 
 def _copy_mathjax(dest: Path) -> None:
     """MathJax 2 for the formulas, from the Python package jupyter-server-mathjax (the formulas
-    then render offline); without its localisations and accessibility extensions."""
+    then render offline); without its localisations other than English.  Its configuration
+    loads the accessibility menu (``extensions/a11y``): without it MathJax renders nothing."""
     import jupyter_server_mathjax
 
     static = Path(jupyter_server_mathjax.__file__).parent / "static"
-    shutil.copytree(static, dest, ignore=lambda d, names: [n for n in names if n == "a11y" or (
-        Path(d).name == "localization" and n != "en")])
+    shutil.copytree(static, dest, ignore=lambda d, names: [n for n in names if Path(d).name == "localization"
+                                                           and n != "en"])
 
 
 def _title(nb_path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -81,8 +82,19 @@ def page_problems(driver: Any, url: str) -> list[str]:
         p = _local_file(ref.split("#", 1)[0])
         if p is not None and not (p.is_file() or (p.is_dir() and (p / "index.html").is_file())):
             problems.append(f"internal link to a missing file: {p}")
+    # formulas: MathJax typesets them after the page has loaded
+    if driver.execute_script("return document.querySelectorAll('div.math, span.math').length"):
+        for _ in range(100):
+            if driver.execute_script("return document.querySelectorAll('.MathJax, .MathJax_Display').length"):
+                break
+            time.sleep(0.1)
+        else:
+            problems.append("formulas not typeset (MathJax did not render them)")
     for entry in driver.get_log("browser"):
-        if entry.get("level") == "SEVERE":
+        # MathJax 2 probes its web font with a font at about:blank, which Chromium refuses for a
+        # page opened from the file system (over http it is allowed); the formulas render all the
+        # same (checked above), so that one message is not a problem of the book
+        if entry.get("level") == "SEVERE" and "about:blank" not in entry.get("message", ""):
             problems.append(f"console error: {entry.get('message')}")
     return problems
 
@@ -90,7 +102,6 @@ def page_problems(driver: Any, url: str) -> list[str]:
 def explorer_states(driver: Any, url: str) -> list[dict[str, Any]]:
     """Open the explorer, change each control in turn and return what it showed after each
     change: the selected values, the image and map sources and whether both loaded."""
-    import time
 
     from selenium.webdriver.support.ui import Select
 
