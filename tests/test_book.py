@@ -88,6 +88,7 @@ def site(tmp_path_factory) -> Path:
     return out / "html"
 
 
+@pytest.mark.slow  # builds the book (~45 s on 2 cores)
 def test_the_book_holds_every_part(site):
     pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html") if "_static" not in p.parts}
     assert {"index.html", "README.html", "explorer.html", "notebooks/stages/index.html",
@@ -101,6 +102,7 @@ def test_the_book_holds_every_part(site):
     assert "trained" in stage and "<img" in stage
 
 
+@pytest.mark.slow  # builds the book (~45 s on 2 cores)
 def test_the_explorer_index_has_every_class_and_method_where_a_model_was_there(site):
     text = (site / "_static" / "explorer" / "index.js").read_text()
     index = json.loads(text.split("=", 1)[1].rstrip().rstrip(";"))
@@ -141,6 +143,7 @@ def driver():
     d.quit()
 
 
+@pytest.mark.slow  # builds the book (~45 s on 2 cores)
 def test_every_page_loads_with_no_missing_image_script_or_link(site, driver):
     pages = sorted(p for p in site.rglob("*.html") if "_static" not in p.parts)
     broken = {p.relative_to(site).as_posix(): page_problems(driver, p.resolve().as_uri()) for p in pages}
@@ -153,6 +156,7 @@ def test_every_page_loads_with_no_missing_image_script_or_link(site, driver):
     assert loaded >= 1
 
 
+@pytest.mark.slow  # builds the book (~45 s on 2 cores)
 def test_the_explorer_switches_images_when_its_controls_change(site, driver):
     states = explorer_states(driver, (site / "explorer.html").resolve().as_uri())
     changes = [s["change"] for s in states]
@@ -165,6 +169,7 @@ def test_the_explorer_switches_images_when_its_controls_change(site, driver):
     assert states[4]["img"] != states[3]["img"] and "std_cnn/" in states[4]["img"] + states[3]["img"]
 
 
+@pytest.mark.slow  # builds the book (~45 s on 2 cores)
 def test_screenshots_of_the_landing_page_and_the_explorer(site, driver):
     from bcos_lib.browser import screenshots
 
