@@ -4,6 +4,8 @@
 #                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs;
 #                NPROC=<n> trains data-parallel on n GPUs (e.g. `make repro PROFILE=gpu NPROC=4`)
 #   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
+#   make book    the static HTML site (build/book/html/index.html) of the README, docs/, the executed
+#                notebooks of the last `make repro` and the tutorials (executed once by `make tutorials`)
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?=
@@ -17,7 +19,7 @@ BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml
+.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml tutorials book browser
 
 setup: $(VENV)/.installed
 
@@ -37,6 +39,14 @@ data: setup
 	fi
 	$(BIN)/python -m bcos_lib.core.data fetch
 
+# headless Chromium for the book's browser test: Debian's chromium and chromium-driver when they can be
+# installed (root), as for the data; as another user tests/test_book.py skips its browser checks without them
+browser:
+	@if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing the Debian packages chromium and chromium-driver (the book's browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
 	$(BIN)/python -m bcos_lib.core.config --set-profile $(PROFILE)
@@ -48,7 +58,7 @@ dvc.yaml: setup
 	$(BIN)/python -m bcos_lib.dvcgen
 
 # the unit tests in parallel, then every notebook in order under nbval (30_explain needs 20_train's models)
-test: data
+test: data browser
 	$(BIN)/python -m pytest -n 2 tests
 	$(BIN)/python -m pytest -p no:xdist --nbval-lax notebooks
 
@@ -64,6 +74,21 @@ lab: data
 # scripts/bench_evaluate.py is the grid evaluation's own, longer benchmark
 bench: setup
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# each tutorial executed once into results/tutorials/ (again only when its notebook changed);
+# the book shows these outputs and executes nothing itself
+TUTORIALS := $(wildcard notebooks/tutorials/[0-9]*.ipynb)
+tutorials: $(patsubst notebooks/tutorials/%,results/tutorials/%,$(TUTORIALS))
+
+results/tutorials/%.ipynb: notebooks/tutorials/%.ipynb | data
+	@mkdir -p results/tutorials
+	$(BIN)/papermill --cwd notebooks/tutorials -k python3 --no-progress-bar $< $@.part
+	mv $@.part $@
+
+# the book: build/book/html/index.html (offline: Sphinx + MyST-NB + sphinx-book-theme); BOOK_ARGS, e.g.
+# BOOK_ARGS="--n-images 8": see python -m bcos_lib.book --help
+book: tutorials
+	$(BIN)/python -m bcos_lib.book $(BOOK_ARGS)
 
 check-env: setup
 	$(BIN)/python scripts/sync_environment.py --check

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcos_lib.readme import END, START
+from bcos_lib.readme import END, START, compact_report
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -89,9 +89,12 @@ def test_dvc_repro_runs_everything_then_nothing(tmp_path):
     assert "### Accuracy" in report and "profile: tiny" in report
     assert sorted(p.name for p in (root / "results" / "metrics").glob("*.json")) == ["bcos_cnn.json", "std_cnn.json"]
     assert set(json.loads((root / "results" / "summary.json").read_text())) == {"margin", "margin_low"}
-    readme = (root / "README.md").read_text()
-    section = readme.split(START, 1)[1].split(END, 1)[0]
-    assert PLACEHOLDER not in section and section.strip() == report.strip()
+    # the readme stage: the whole report in docs/results.md, its compact copy in the README
+    page = (root / "docs" / "results.md").read_text().split(START, 1)[1].split(END, 1)[0]
+    assert page.strip() == report.strip().replace("](figures/", "](../figures/")
+    section = (root / "README.md").read_text().split(START, 1)[1].split(END, 1)[0]
+    assert PLACEHOLDER not in section and section.strip() == compact_report(report).strip()
+    assert "### Accuracy" in section and "(docs/results.md)" in section
     assert not (root / "checkpoints").exists() or not any((root / "checkpoints").iterdir())
 
     # what opening a notebook or running the tests does: byte code next to the sources

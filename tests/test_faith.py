@@ -228,16 +228,16 @@ def test_the_report_has_a_faithfulness_table():
     assert "| random order | 0.301 | – | – |" in text
 
 
-# ----------------------------------------------------------------------------- the README's prose
+# ----------------------------------------------------------------------------- the results page's prose
 #: numbers the prose may quote that no results file holds, and why
-PROSE_ALLOWED = {"0.41": "earlier runs with the [x, 1 − x] encoding (README: 'Why the images alone')",
-                 "0.55": "earlier runs with the [x, 1 − x] encoding (README: 'Why the images alone')"}
+PROSE_ALLOWED = {"0.41": "earlier runs with the [x, 1 − x] encoding (docs/results.md: 'Why the images alone')",
+                 "0.55": "earlier runs with the [x, 1 − x] encoding (docs/results.md: 'Why the images alone')"}
 
 
 def _numbers_section():
     from bcos_lib.core.paths import project_root
     from bcos_lib.prose import readme_section
-    return readme_section(project_root() / "README.md", "### What the numbers say", until="\n![")
+    return readme_section(project_root() / "docs" / "results.md", "### What the numbers say", until="\n![")
 
 
 def test_every_number_in_what_the_numbers_say_comes_from_the_results():
@@ -245,7 +245,7 @@ def test_every_number_in_what_the_numbers_say_comes_from_the_results():
     from bcos_lib.prose import source_numbers, unsupported_numbers
     measured, fixed = source_numbers(project_root())
     bad = unsupported_numbers(_numbers_section(), measured, fixed, PROSE_ALLOWED)
-    assert not bad, ("README 'What the numbers say' quotes numbers that results/*/metrics.json, "
+    assert not bad, ("docs/results.md 'What the numbers say' quotes numbers that results/*/metrics.json, "
                      "bcos_lib/paper.py and params.yaml do not hold (update the prose after the rerun):\n"
                      + "\n".join(bad))
 

@@ -1,5 +1,5 @@
 """What DVC shows as metrics (issue 20, defect 7): a few headline numbers per model, readable in
-a 120-column terminal, for ``dvc metrics show`` and for the ``dvc exp show`` command the README
+a 120-column terminal, for ``dvc metrics show`` and for the ``dvc exp show`` command docs/pipeline.md
 documents."""
 from __future__ import annotations
 
@@ -114,8 +114,8 @@ def test_dvc_metrics_show_is_a_row_per_model_that_fits_120_columns():
 @needs_results
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
 def test_the_readmes_exp_show_command_fits_120_columns_without_collapsed_columns():
-    block = re.search(r"^(dvc exp show --drop .*)$", (REPO / "README.md").read_text(), re.M)
-    assert block, "the README documents a `dvc exp show --drop … --keep …` command"
+    block = re.search(r"^(dvc exp show --drop .*)$", (REPO / "docs" / "pipeline.md").read_text(), re.M)
+    assert block, "docs/pipeline.md documents a `dvc exp show --drop … --keep …` command"
     argv = [str(DVC)] + [a.strip("'") for a in re.findall(r"'[^']*'|\S+", block.group(1))][1:] + ["--no-pager"]
     lines = lines_of(argv)
     text = "\n".join(lines)

@@ -38,3 +38,26 @@ def test_without_smoothing_the_table_shows_one_score():
 def test_method_sections_follow_the_shared_tables():
     text = make_report({"a": _result("a", 91.0, 0.742, 0.665, smooth=1)}, sections=["### A method's own section"])
     assert text.index("### Localisation") < text.index("### A method's own section")
+
+
+def test_the_readme_gets_a_compact_copy_and_docs_results_the_whole_report(tmp_path):
+    from bcos_lib.readme import END, START, compact_report, update_readme
+
+    report = tmp_path / "report.md"
+    report.write_text("_Generated (profile: tiny)._\n\n### Accuracy (test set)\n\n| model | acc |\n|---|---|\n"
+                      "| `a` | 90.00 |\n\n### Localisation: grid (mean)\n\n| method | `a` |\n|---|---|\n"
+                      "| own | 0.500 |\n\nMargin: the own explanation … = **+0.100**.\n\n"
+                      "### B sweep (short)\n\n![B sweep](figures/b_sweep.png)\n")
+    readme, page = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text(f"# x\n\n{START}\nold\n{END}\n\ntail\n")
+    page.write_text(f"# Results\n\n{START}\n{END}\n")
+    assert update_readme(readme, report, page)
+    short = readme.read_text().split(START)[1].split(END)[0]
+    assert "### Accuracy" in short and "90.00" in short and "**+0.100**" in short
+    assert "0.500" not in short and "b_sweep" not in short  # the other tables stay in docs/results.md
+    assert "Localisation, B sweep" in short and "(docs/results.md)" in short
+    assert readme.read_text().endswith("\n\ntail\n")
+    full = page.read_text().split(START)[1].split(END)[0]
+    assert "0.500" in full and "](../figures/b_sweep.png)" in full  # figure links relative to docs/
+    assert short.strip() == compact_report(report.read_text()).strip()
+    assert not update_readme(readme, report, page)  # a second run changes nothing
