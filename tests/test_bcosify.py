@@ -1,4 +1,4 @@
-"""B-cosification (bcos_lib.bcosify, bcos_lib.methods.bcosification): float64 exactness of the
+"""B-cosification (bcos_lib.methods.bcosification): float64 exactness of the
 conversion for every supported architecture (random weights, offline), the explanation identity
 after the full conversion, clear errors, offline pretrained weights, CLIP, the schedules and the
 speed-up arithmetic."""

@@ -1,5 +1,5 @@
 """DISCOVER: the stochastic LWTA layer, the LWTA models, the concept backends and soft-WPMI
-dissection, the metrics, figures and report of the method (bcos_lib/methods/discover.py)."""
+dissection, the metrics, figures and report of the method (bcos_lib/methods/discover/)."""
 from __future__ import annotations
 
 import json

@@ -246,7 +246,7 @@ def test_every_number_in_what_the_numbers_say_comes_from_the_results():
     measured, fixed = source_numbers(project_root())
     bad = unsupported_numbers(_numbers_section(), measured, fixed, PROSE_ALLOWED)
     assert not bad, ("docs/results.md 'What the numbers say' quotes numbers that results/*/metrics.json, "
-                     "bcos_lib/paper.py and params.yaml do not hold (update the prose after the rerun):\n"
+                     "the methods' PAPER_NUMBERS and params.yaml do not hold (update the prose after the rerun):\n"
                      + "\n".join(bad))
 
 

@@ -172,7 +172,7 @@ def convert_modules(module: nn.Module, cfg: Conversion, path: str = "") -> nn.Mo
             f"cannot B-cosify module {path or '<root>'} ({_qualname(module)}): {kind}. Supported layers: Conv2d, "
             "Linear, BatchNorm2d, LayerNorm, MultiheadAttention, MaxPool2d, ReLU, GELU, Dropout, Identity, "
             "AvgPool2d, AdaptiveAvgPool2d, Flatten and the blocks of torchvision's ResNet/DenseNet/ViT and "
-            "open_clip's ModifiedResNet; replace the module or add a rule in bcos_lib/bcosify.py")
+            "open_clip's ModifiedResNet; replace the module or add a rule in bcos_lib/methods/bcosification/convert.py")
     if getattr(module, "memory_efficient", False):
         module.memory_efficient = False  # DenseNet's checkpointed path re-runs the forward: not needed here
     for name, child in children:

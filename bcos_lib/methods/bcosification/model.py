@@ -1,5 +1,5 @@
 """B-cosification (Arya, Rao, Böhle, Schiele; NeurIPS 2024): a trained conventional network,
-converted into a B-cos network (:func:`bcos_lib.bcosify.bcosify`) and fine-tuned briefly,
+converted into a B-cos network (:func:`bcos_lib.methods.bcosification.convert.bcosify`) and fine-tuned briefly,
 reaches the accuracy of a B-cos network trained from scratch in a fraction of the epochs
 (paper: 4.7× fewer for DenseNet-121, 9× for ViT-S on ImageNet), with on-par localisation.
 
@@ -41,7 +41,7 @@ def bcosified(num_classes: int = 10, image_channels: int = 1, source_arch: str =
     """The B-cosified ``source_arch`` (a registered conventional model, or ``torchvision.<name>``,
     e.g. ``torchvision.resnet18``), built with ``source_kwargs``; random weights (a trained model
     is converted by :func:`init`, and a saved one is rebuilt by this builder and then loaded).
-    ``b``, ``keep_bias``, ``max_pool``, ``loss``, ``logit_bias``: see :func:`bcos_lib.bcosify.bcosify`."""
+    ``b``, ``keep_bias``, ``max_pool``, ``loss``, ``logit_bias``: see :func:`bcos_lib.methods.bcosification.convert.bcosify`."""
     kwargs = dict(source_kwargs or {})
     if source_arch.startswith("torchvision."):
         import torchvision

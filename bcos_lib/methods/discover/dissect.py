@@ -6,7 +6,7 @@ For a layer with C neurons and a probe set of N images:
 1. ``A`` (N, C) — every neuron's activation on every image, averaged over the positions
    (conv feature maps) or tokens (transformer layers): :func:`layer_activations`.
 2. ``P`` (N, concepts) — how much each image shows each concept, from a backend of
-   :mod:`bcos_lib.concepts` (annotations or CLIP).
+   :mod:`.concepts` (annotations or CLIP).
 3. soft-WPMI (:func:`soft_wpmi`) scores every (neuron, concept) pair from the neuron's ``top_k``
    most activating images: with p(c | i) = softmax(a·P_i)_c and rank weights p_r falling
    linearly from ``p_start`` to ``p_end`` over the ranks (CLIP-Dissect's public code: 0.998 →
@@ -161,7 +161,7 @@ class Dissection:
 def dissect(model: nn.Module, images: Tensor, labels: Tensor, backend, layer: str | None = None, top_k: int = 100,
             a: float = 10.0, lam: float = 1.0, batch_size: int = 256, device: torch.device | str = "cpu") -> Dissection:
     """Label every neuron of ``layer`` (default: the last hidden activation layer) with the concept of
-    ``backend`` (:mod:`bcos_lib.concepts`) that best describes its top-``top_k`` probe ``images``."""
+    ``backend`` (:mod:`.concepts`) that best describes its top-``top_k`` probe ``images``."""
     layer = layer or last_hidden_layer(model)
     acts = layer_activations(model, images, layer, batch_size, device)
     sim = backend.similarity(images, labels)

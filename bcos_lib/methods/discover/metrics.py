@@ -102,7 +102,7 @@ def _resolve(path: str):
 
 
 def concept_backend(opts: DissectionOptions, classes: Sequence[str], device: Any = "cpu"):
-    """The concept backend ``opts`` asks for (:mod:`bcos_lib.concepts`)."""
+    """The concept backend ``opts`` asks for (:mod:`.concepts`)."""
     from .concepts import FASHION_MNIST_ATTRIBUTES, AnnotatedConcepts, ClipConcepts, load_attribute_table
     if opts.backend == "annotated":
         table = load_attribute_table(_resolve(opts.concepts), classes) if opts.concepts else None
