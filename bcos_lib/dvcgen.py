@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,13 @@ def _cmd(stage: str, key: str | None = None, models: str | None = None) -> str:
     ``models`` names (``"all"``), or a notebook that takes no model list."""
     nb = NOTEBOOKS[stage]
     out = f"results/notebooks/{nb}{'_${key}' if key else ''}.ipynb"
-    models = " -p models ${key}" if key else (f" -p models {models}" if models else "")
-    return (f"python -m bcos_lib.runner notebooks/{nb}.ipynb {out}"
-            f" -p profile ${{base.profile}} -p output_dir .{models}")
+    args = ["python", "-m", "bcos_lib.runner", f"notebooks/{nb}.ipynb", out,
+            "-p", "profile", "${base.profile}", "-p", "output_dir", "."]
+    if key or models:
+        args += ["-p", "models", "${key}" if key else models]
+    # every word quoted for the shell: DVC fills in ${…} inside the quotes as well, so a value from
+    # params.yaml (a profile name, which DVC reads before the runner can check it) stays one argument
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def _method_modules() -> list[str]:
