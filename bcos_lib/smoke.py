@@ -9,7 +9,7 @@ committed results, figures, README and ``dvc.lock`` are not touched and DVC is n
 The models: the standard and the B-cos CNN (the main comparison) and the B-cosified standard CNN
 (a model that starts from another trained one); each stage takes all of them in one notebook run,
 since starting a stage (a kernel that imports torch) is most of the cost on a small machine.
-It took about 2 minutes on the 2-core development machine (``--models`` takes other keys of
+It took 3 min 55 s on the 2-core development machine, shared with other work (``--models`` takes other keys of
 params.yaml, comma-separated).
 """
 from __future__ import annotations
