@@ -209,6 +209,13 @@ def _quiet_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: run in the kernel at its start (nothing enters the notebook): jupyter_client interrupts a kernel
+#: before shutting it down, and a kernel still busy after a failed cell then logs "KeyboardInterrupt
+#: caught in kernel", which reads as if the user had pressed Ctrl-C; the stage's own error is what counts
+_QUIET_SHUTDOWN = ("__import__('logging').getLogger('IPKernelApp').addFilter("
+                   "lambda record: 'KeyboardInterrupt caught in kernel' not in record.getMessage())")
+
+
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
                  stdout: Any = None, stderr: Any = None) -> Path:
     """Execute ``notebook`` with ``parameters`` and write it to ``output`` only on success.
@@ -236,7 +243,8 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     ok = False
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False, log_output=False,
-                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config)
+                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config,
+                            extra_arguments=[f"--IPKernelApp.exec_lines={_QUIET_SHUTDOWN}"])
         nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
         normalise_notebook(nb, str(output))
         nbformat.write(nb, tmp)

@@ -186,6 +186,18 @@ def test_an_output_folder_that_cannot_be_written_stops_in_one_line_before_anythi
     assert "value" not in p.stdout
 
 
+def test_a_failed_stage_does_not_print_the_kernels_shutdown_interrupt(project):
+    """jupyter_client interrupts the kernel before shutting it down; a kernel still busy then logs
+    "KeyboardInterrupt caught in kernel", which reads as if the user had pressed Ctrl-C. The
+    notebook here logs that line itself (what the kernel does, made certain) before it fails."""
+    _notebook(project / "nb" / "interrupted.ipynb",
+              "get_ipython().kernel.log.error('KeyboardInterrupt caught in kernel.')\nraise ValueError('the real cause')")
+    p = runner(project, "nb/interrupted.ipynb", "results/i.ipynb", "-p", "profile", "tiny")
+    assert p.returncode == 1
+    assert "KeyboardInterrupt" not in p.stdout + p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "error: ValueError: the real cause"
+
+
 def test_unknown_model_key_and_profile_stop_before_anything_runs(project):
     p = runner(project, "nb/good.ipynb", "results/good.ipynb", "-p", "profile", "tiny", "-p", "models", "std_cnn,bcos")
     assert p.returncode == 2
