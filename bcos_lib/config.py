@@ -315,6 +315,18 @@ def _losses() -> tuple[str, ...]:
     return tuple(LOSSES)
 
 
+def _finite_everywhere(value: Any, where: str) -> None:
+    """No NaN or infinity anywhere in a free-form mapping (a model's builder arguments)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_everywhere(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_everywhere(v, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+
+
 def _validate_model(p: Params, key: str, entry: ModelEntry) -> None:
     """A model entry against the registries: its arch, kwargs, method options, start model,
     and the attribution methods and metrics (with their options) it is evaluated with."""
@@ -324,6 +336,7 @@ def _validate_model(p: Params, key: str, entry: ModelEntry) -> None:
     if entry.arch not in list_models():
         raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: {', '.join(list_models())}")
     accepted = model_signature(entry.arch)
+    _finite_everywhere(entry.kwargs, f"models.{key}.kwargs")   # the builder checks ranges; NaN/inf never make sense
     for k in entry.kwargs:
         if k not in accepted:
             raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "

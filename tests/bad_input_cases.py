@@ -168,6 +168,8 @@ CASES: list[Case] = [
          "models.lwta_cnn.options.temperature must be > 0"),
     Case("params.yaml", "a metric option out of range", setting("evaluate.options.road.percentages", [0, 50]),
          "evaluate.options.road.percentages[0] must be > 0 and < 100"),
+    Case("params.yaml", "an infinite builder argument (`.inf`)", setting("models.bcos_cnn.kwargs.b", float("inf")),
+         "models.bcos_cnn.kwargs.b: expected a finite number"),
     Case("params.yaml", "an unknown optimiser for one model", setting("models.std_cnn.train.optimizer", "adamw"),
          "models.std_cnn.train.optimizer: 'adamw' is not allowed"),
     Case("params.yaml", "an unknown architecture", setting("models.std_cnn.arch", "std_cnnn"),

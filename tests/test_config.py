@@ -132,7 +132,7 @@ def test_config_command_prints_one_line(tmp_path):
                          capture_output=True, text=True, cwd=project_root())
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        f"error: {path}: unknown profile 'huge'; defined in `profiles`: default, tiny, gpu "
+        f"error: {path}: unknown profile 'huge'; defined in `profiles`: default, tiny, gpu, smoke "
         "(nothing was changed: fix it and run again)"]
 
 
