@@ -1,14 +1,21 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
 #   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
 #                PROFILE=<name> first sets base.profile in params.yaml (validated; that line only),
-#                e.g. `make repro PROFILE=gpu`; without it the profile in params.yaml runs;
+#                e.g. `make repro PROFILE=gpu CONFIRM=1`; without it the profile in params.yaml runs.
+#                Another profile than the one in params.yaml reruns every stage and overwrites the
+#                committed results (models/, results/, figures/, README tables, dvc.lock): make first
+#                says so and how long it takes (scripts/repro_notice.py), and goes on only with
+#                CONFIRM=1 or a `y` typed at its prompt (no terminal, no CONFIRM=1: it stops, nothing changed);
 #                NPROC=<n> trains data-parallel on n GPUs (e.g. `make repro PROFILE=gpu NPROC=4`)
+#   make smoke   every kind of stage on three models (~4 min on 2 cores) into runs/smoke/ (git-ignored):
+#                the committed results, figures, README and dvc.lock stay as they are (bcos_lib/smoke.py)
 #   make test    create .venv, get the data, run the whole test suite (pytest + nbval)
 #   make book    the static HTML site (build/book/html/index.html) of the README, docs/, the executed
 #                notebooks of the last `make repro` and the tutorials (executed once by `make tutorials`)
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?=
+CONFIRM ?=
 # NPROC=<n>: each training stage runs data-parallel on n processes (torchrun; one GPU each, NCCL)
 NPROC   ?=
 ifneq ($(strip $(NPROC)),)
@@ -19,7 +26,7 @@ BIN     := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data repro test test-fast lab bench clean-runs check-env dvc.yaml tutorials book browser
+.PHONY: setup data repro smoke test test-fast lab bench clean-runs check-env dvc.yaml tutorials book browser
 
 setup: $(VENV)/.installed
 
@@ -49,9 +56,13 @@ browser:
 
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
+	$(BIN)/python scripts/repro_notice.py $(PROFILE) --confirm "$(CONFIRM)"
 	$(BIN)/python -m bcos_lib.core.config --set-profile $(PROFILE)
 endif
 	$(BIN)/dvc repro
+
+smoke: data
+	$(BIN)/python -m bcos_lib.smoke $(SMOKE_ARGS)
 
 # dvc.yaml is generated from params.yaml (models) and the stage code's imports
 dvc.yaml: setup

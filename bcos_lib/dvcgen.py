@@ -178,11 +178,13 @@ def _cmd(stage: str, key: str | None = None, models: str | None = None) -> str:
     model key is also restricted to letters, digits and ``_`` by the params check)."""
     nb = NOTEBOOKS[stage]
     out = f"results/notebooks/{nb}{'_' + key if key else ''}.ipynb"
-    words = ["python", "-m", "bcos_lib.runner", f"notebooks/{nb}.ipynb", out, "-p", "profile", "${base.profile}",
-             "-p", "output_dir", "."]
+    args = ["python", "-m", "bcos_lib.runner", f"notebooks/{nb}.ipynb", out,
+            "-p", "profile", "${base.profile}", "-p", "output_dir", "."]
     if key or models:
-        words += ["-p", "models", key or models]
-    return " ".join(shlex.quote(w) if "${" not in w else f'"{w}"' for w in words)
+        args += ["-p", "models", key or models]
+    # every word quoted for the shell: DVC fills in ${…} inside the quotes as well, so a value from
+    # params.yaml (a profile name, which DVC reads before the runner can check it) stays one argument
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def _side_modules(method: Any, sides: tuple[str, ...]) -> list[str]:

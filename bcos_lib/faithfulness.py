@@ -40,10 +40,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .explain import attribute, config_options, list_attributions, quiet_evaluation
-from .core.data import ImageDataset
+from .core.config import ranged
 from .core.contract import EvalContext, Metric, MetricResult
+from .core.data import ImageDataset
 from .core.registry import register_metric
+from .explain import attribute, config_options, list_attributions, quiet_evaluation
 from .models.base import prepare_input
 
 __all__ = ["ImageSpaceProbabilities", "faithfulness_sample", "explanation_maps", "road_curve",
@@ -180,8 +181,8 @@ def _check_methods(metric: str, methods: list[str]) -> None:
 @dataclass
 class InsertionOptions:
     methods: list[str] = field(default_factory=list)   # [] = evaluate.methods; "random" is always added
-    n_images: int = 32
-    steps: int = 10
+    n_images: int = ranged(32, ge=1)
+    steps: int = ranged(10, ge=1)
 
     def __post_init__(self) -> None:
         _check_methods("insertion", self.methods)
@@ -192,9 +193,9 @@ class InsertionOptions:
 @dataclass
 class RoadOptions:
     methods: list[str] = field(default_factory=list)
-    n_images: int = 32
-    percentages: list[float] = field(default_factory=lambda: [10.0, 30.0, 50.0, 70.0, 90.0])
-    noise: float = 0.01
+    n_images: int = ranged(32, ge=1)
+    percentages: list[float] = ranged(default_factory=lambda: [10.0, 30.0, 50.0, 70.0, 90.0], gt=0, lt=100)
+    noise: float = ranged(0.01, ge=0)
 
     def __post_init__(self) -> None:
         _check_methods("road", self.methods)
@@ -209,9 +210,9 @@ class RoadOptions:
 @dataclass
 class FaithfulnessCorrelationOptions:
     methods: list[str] = field(default_factory=list)
-    n_images: int = 32
-    nr_runs: int = 50
-    subset_fraction: float = 0.1    # share of the pixels in each random subset
+    n_images: int = ranged(32, ge=1)
+    nr_runs: int = ranged(50, ge=2)
+    subset_fraction: float = ranged(0.1, gt=0, lt=1)   # share of the pixels in each random subset
 
     def __post_init__(self) -> None:
         _check_methods("faithfulness_correlation", self.methods)

@@ -7,8 +7,6 @@ The figures stage writes it to results/report.md; :mod:`bcos_lib.readme` copies 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd

@@ -36,7 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "run_notebook", "normalise_notebook", "failed_path", "StageFailed", "render_stream"]
+__all__ = ["main", "run_notebook", "normalise_notebook", "failed_path", "StageFailed", "OutputNotWritable",
+           "render_stream"]
 
 #: exit status for a configuration mistake found before anything ran (argparse uses 2 as well)
 EXIT_CONFIG = 2
@@ -46,6 +47,10 @@ EXIT_FAILED = 1
 
 class StageFailed(RuntimeError):
     """The notebook raised; ``str()`` is the one line to show (``ExceptionName: message``)."""
+
+
+class OutputNotWritable(RuntimeError):
+    """The executed notebook cannot be written where it should go (found before anything ran)."""
 
 
 def failed_path(output: str | os.PathLike) -> Path:
@@ -204,6 +209,13 @@ def _quiet_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: run in the kernel at its start (nothing enters the notebook): jupyter_client interrupts a kernel
+#: before shutting it down, and a kernel still busy after a failed cell then logs "KeyboardInterrupt
+#: caught in kernel", which reads as if the user had pressed Ctrl-C; the stage's own error is what counts
+_QUIET_SHUTDOWN = ("__import__('logging').getLogger('IPKernelApp').addFilter("
+                   "lambda record: 'KeyboardInterrupt caught in kernel' not in record.getMessage())")
+
+
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
                  stdout: Any = None, stderr: Any = None) -> Path:
     """Execute ``notebook`` with ``parameters`` and write it to ``output`` only on success.
@@ -216,10 +228,14 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     from traitlets.config import Config
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     failed = failed_path(output)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp.ipynb")
-    os.close(fd)
+    try:   # before anything runs: a folder that cannot be written is said at once, without a traceback
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp.ipynb")
+        os.close(fd)
+    except OSError as e:
+        raise OutputNotWritable(f"cannot write the executed notebook {output}: {e.strerror or e} "
+                                f"({e.filename or output.parent}); make {output.parent} a writable folder") from None
     tmp = Path(tmp_name)
     config = Config()
     config.KernelManager.transport_encryption = "auto"  # CurveZMQ keys when the kernel supports them
@@ -227,7 +243,8 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     ok = False
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False, log_output=False,
-                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config)
+                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config,
+                            extra_arguments=[f"--IPKernelApp.exec_lines={_QUIET_SHUTDOWN}"])
         nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
         normalise_notebook(nb, str(output))
         nbformat.write(nb, tmp)
@@ -277,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"running {args.notebook} → {args.output}", flush=True)
     try:
         run_notebook(args.notebook, args.output, parameters)
+    except OutputNotWritable as e:
+        print(f"error: {e} (nothing was run)", file=sys.stderr)
+        return EXIT_FAILED
     except StageFailed as e:
         sys.stdout.flush()
         print(f"\n{args.notebook} failed; {args.output} was left as it was. The executed notebook, with the "

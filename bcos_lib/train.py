@@ -51,6 +51,20 @@ class TrainingError(RuntimeError):
     """Training cannot go on (NaN/Inf loss, …); the message names the step and the likely cause."""
 
 
+_PART_NAMES = {"settings": "other settings (params.yaml)",
+               "code": "other code (bcos_lib, the stage notebook, the model it starts from or torch changed)"}
+
+
+def _why_not_resumed(old: Any, new: Any) -> str:
+    """Why a checkpoint with fingerprint ``old`` is not resumed by a run with ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = [_PART_NAMES.get(k, k) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        return "it was written with " + " and ".join(parts)
+    if isinstance(new, dict):
+        return "it was written by an older version that did not record its code"
+    return "it belongs to another configuration"
+
+
 def config_fingerprint(*parts: Any) -> str:
     """A short hash of everything that decides a run (a checkpoint is resumed only if it matches)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -160,7 +174,8 @@ def _diagnose(model: nn.Module, x: Tensor, cfg: TrainConfig, loss_name: str) -> 
 
 def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | None, cfg: TrainConfig, *,
         seed: int = 0, device: torch.device | str = "cpu", checkpoint_path: str | os.PathLike | None = None,
-        fingerprint: str = "", progress: bool = True, log: Callable[[str], None] = print,
+        fingerprint: str | dict[str, str] = "", checkpoint_name: str | None = None, progress: bool = True,
+        log: Callable[[str], None] = print,
         on_step: Callable[[int], None] | None = None, hooks: TrainHooks | None = None,
         epoch_eval: Callable[[nn.Module], dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place; return one row of metrics per epoch.
@@ -170,7 +185,10 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     after-step hook.  ``epoch_eval(model) -> {column: number}`` adds columns to each epoch's row
     (it must leave the model as it found it).  With ``checkpoint_path`` a checkpoint is written
     every ``cfg.checkpoint_every`` steps and at each epoch's end; an existing checkpoint with the same ``fingerprint`` is resumed,
-    one with another fingerprint is ignored (and replaced).
+    one with another fingerprint is deleted with a log line that says why (and training starts
+    afresh).  ``fingerprint`` may be a mapping of parts (``{"settings": …, "code": …}``): the log
+    line then names the parts that differ.  ``checkpoint_name``: how log lines show the path
+    (default: the path itself).
     """
     from tqdm import tqdm
 
@@ -192,6 +210,7 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "sums": [0.0, 0, 0], "terms": {}}
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         ck = load_train_checkpoint(checkpoint_path)
+        shown = checkpoint_name or checkpoint_path
         if ck.get("fingerprint") == fingerprint:
             try:
                 model.load_state_dict(ck["model"])
@@ -204,9 +223,10 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                 torch.cuda.set_rng_state_all(ck["cuda_rng"])
             state = ck["state"]
             state.setdefault("terms", {})
-            log(f"resuming from {checkpoint_path}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
+            log(f"resuming from {shown}: epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
         else:
-            log(f"ignoring {checkpoint_path}: it belongs to another configuration")
+            log(f"discarding {shown}: {_why_not_resumed(ck.get('fingerprint'), fingerprint)}; training starts afresh")
+            Path(checkpoint_path).unlink(missing_ok=True)
 
     # data parallel: one DDP wrapper for the forward passes of the step (it averages the gradients);
     # hooks that change weights (after_step) get the model itself

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -130,7 +132,7 @@ def test_config_command_prints_one_line(tmp_path):
                          capture_output=True, text=True, cwd=project_root())
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        f"error: {path}: unknown profile 'huge'; defined in `profiles`: default, tiny, gpu "
+        f"error: {path}: unknown profile 'huge'; defined in `profiles`: default, tiny, gpu, smoke "
         "(nothing was changed: fix it and run again)"]
 
 
@@ -142,9 +144,33 @@ def test_make_repro_profile_sets_the_profile_before_dvc_repro():
         return p.stdout.strip().splitlines()
 
     with_profile = commands("PROFILE=tiny")
-    assert len(with_profile) == 3, with_profile
+    assert len(with_profile) == 4, with_profile
     assert with_profile[0].endswith("/python -m bcos_lib.dvcgen"), with_profile
-    assert with_profile[1].endswith("/python -m bcos_lib.core.config --set-profile tiny"), with_profile
-    assert with_profile[2].endswith("/dvc repro"), with_profile
+    assert with_profile[1].endswith('/python scripts/repro_notice.py tiny --confirm ""'), with_profile
+    assert with_profile[2].endswith("/python -m bcos_lib.core.config --set-profile tiny"), with_profile
+    assert with_profile[3].endswith("/dvc repro"), with_profile
     without = commands()
     assert len(without) == 2 and without[1].endswith("/dvc repro"), without
+
+
+def test_make_repro_with_another_profile_says_what_it_overwrites_and_stops_unless_confirmed(tmp_path):
+    """Without CONFIRM=1 and without a terminal, `make repro PROFILE=tiny` prints what it would
+    overwrite and how long it takes, and stops before params.yaml or anything else changes."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("Makefile", "params.yaml", "dvc.yaml"):
+        shutil.copy2(project_root() / name, root / name)
+    for name in ("bcos_lib", "scripts", "notebooks"):
+        (root / name).symlink_to(project_root() / name)
+    before = (root / "params.yaml").read_bytes()
+    venv = Path(sys.executable).parent.parent
+    p = make(["-o", "data", "-o", "setup", "repro", "PROFILE=tiny", f"VENV={venv}"], root, stdin=subprocess.DEVNULL,
+             timeout=300)
+    assert p.returncode != 0
+    assert "reruns all 52 stages, about 39 minutes" in p.stdout, p.stdout + p.stderr
+    assert "It overwrites the committed results: models/, results/, figures/" in p.stdout
+    assert "To go on: make repro PROFILE=tiny CONFIRM=1" in p.stderr
+    assert "Running stage" not in p.stdout + p.stderr
+    assert (root / "params.yaml").read_bytes() == before
+    assert sorted(q.name for q in root.iterdir()) == ["Makefile", "bcos_lib", "dvc.yaml", "notebooks", "params.yaml",
+                                                      "scripts"]

@@ -76,7 +76,8 @@ def test_make_repro_profile_then_a_fresh_clone_reproduces_with_a_clean_git_statu
     root = new_project(tmp_path / "project")
     before = (root / "params.yaml").read_text()
     # what `make repro PROFILE=tiny` runs after the set-up (-o data: the set-up is this test's own venv and data)
-    made = sh(["make", "-o", "data", "-o", "setup", "repro", "PROFILE=tiny", f"VENV={VENV}"], root, timeout=1500)
+    made = sh(["make", "-o", "data", "-o", "setup", "repro", "PROFILE=tiny", "CONFIRM=1", f"VENV={VENV}"], root,
+              timeout=1500)
     after = (root / "params.yaml").read_text()
     diff = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert diff == [("  profile: default", "  profile: tiny")], diff

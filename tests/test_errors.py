@@ -120,7 +120,7 @@ def previous(tmp_path, good_run) -> Path:
     ({"models": {"std_cnn": {"lable": "x"}}}, "unknown key models.std_cnn.lable"),
     ({"profiles": {"tiny": {"train": {"epochs": "2"}}}},
      "in profile 'tiny' (profiles.tiny): train.epochs: expected an integer, got '2'"),
-    ({"profiles": {"gpu": {"train": {"epoch": 2}}}}, "in profile 'gpu': unknown key train.epoch"),
+    ({"profiles": {"gpu": {"train": {"epoch": 2}}}}, "in profile 'gpu' (profiles.gpu): unknown key train.epoch"),
     ({"base": {"profile": "huge"}}, "unknown profile 'huge'; defined in `profiles`: default, tiny, gpu"),
 ])
 def test_bad_params_name_the_key(tmp_path, over, message):

@@ -156,6 +156,8 @@ def test_failing_notebook_keeps_the_output_and_ends_with_the_exception(project):
 @pytest.mark.parametrize("typo, line", [
     ({"epoch": 5}, "error: params.yaml: unknown key train.epoch; allowed here: epochs, batch_size"),
     ({"epochs": "four"}, "error: params.yaml: train.epochs: expected an integer, got 'four' (str)"),
+    ({"lr": -0.001}, "error: params.yaml: train.lr must be > 0 (got -0.001)"),
+    ({"batch_size": 0}, "error: params.yaml: train.batch_size must be ≥ 1 (got 0)"),
 ])
 def test_params_mistake_stops_in_one_line_before_anything_runs(project, typo, line):
     raw = yaml.safe_load((project / "params.yaml").read_text())
@@ -171,6 +173,29 @@ def test_params_mistake_stops_in_one_line_before_anything_runs(project, typo, li
     assert len(lines) == 1 and lines[0].startswith(line), p.stderr
     assert lines[0].count("params.yaml") == 1
     assert out.read_text() == "previous" and sorted(q.name for q in out.parent.iterdir()) == ["good.ipynb"]
+
+
+def test_an_output_folder_that_cannot_be_written_stops_in_one_line_before_anything_runs(project):
+    (project / "results").write_text("a file where the results folder should be")
+    p = runner(project, "nb/good.ipynb", "results/nb/good.ipynb", "-p", "profile", "tiny")
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith("error: cannot write the executed notebook results/nb/good.ipynb: "), lines[0]
+    assert lines[0].endswith("make results/nb a writable folder (nothing was run)"), lines[0]
+    assert "value" not in p.stdout
+
+
+def test_a_failed_stage_does_not_print_the_kernels_shutdown_interrupt(project):
+    """jupyter_client interrupts the kernel before shutting it down; a kernel still busy then logs
+    "KeyboardInterrupt caught in kernel", which reads as if the user had pressed Ctrl-C. The
+    notebook here logs that line itself (what the kernel does, made certain) before it fails."""
+    _notebook(project / "nb" / "interrupted.ipynb",
+              "get_ipython().kernel.log.error('KeyboardInterrupt caught in kernel.')\nraise ValueError('the real cause')")
+    p = runner(project, "nb/interrupted.ipynb", "results/i.ipynb", "-p", "profile", "tiny")
+    assert p.returncode == 1
+    assert "KeyboardInterrupt" not in p.stdout + p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "error: ValueError: the real cause"
 
 
 def test_unknown_model_key_and_profile_stop_before_anything_runs(project):

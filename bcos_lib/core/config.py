@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -20,8 +21,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "method_options", "metric_options", "Params", "BaseConfig", "DataConfig", "TrainConfig", "ModelEntry", "ExplainConfig",
-           "EvaluateConfig", "FiguresConfig", "load_params", "parse_params", "deep_merge"]
+__all__ = ["ConfigError", "method_options", "metric_options", "Params", "BaseConfig", "DataConfig", "TrainConfig",
+           "ModelEntry", "ExplainConfig", "EvaluateConfig", "FiguresConfig", "load_params", "parse_params", "deep_merge",
+           "ranged", "field_range", "NAME_PATTERN", "LOSS_NAMES"]
 
 
 #: the losses ``train.loss`` may name (bcos_lib.train.LOSSES implements each; a test checks they agree)
@@ -32,40 +34,98 @@ class ConfigError(ValueError):
     """params.yaml has an unknown key, a missing key or a value of the wrong type."""
 
 
+#: what a model key or a profile name may look like: it becomes part of file names, DVC stage
+#: names (``train-<key>``) and the stage commands, so no spaces, quotes or shell characters
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def ranged(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, choices: Any = None, **kw: Any) -> Any:
+    """A dataclass field whose value :func:`_build` checks when params.yaml is read: a number
+    within ``ge``/``gt`` (≥, >) and ``le``/``lt`` (≤, <) — each element of a list field — or, for
+    a string, one of ``choices`` (a tuple, or a function ``value -> bool`` with a ``__doc__``
+    that says what is allowed)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    meta = {"range": bounds} if bounds else {}
+    if choices is not None:
+        meta["choices"] = choices
+    if default is not dataclasses.MISSING:
+        kw["default"] = default
+    return field(metadata=meta, **kw)
+
+
+def field_range(cls: type, f: dataclasses.Field) -> dict[str, float]:
+    """The declared range of field ``f`` of dataclass ``cls`` ({} when none)."""
+    return dict(f.metadata.get("range") or {})
+
+
+_BOUND_TEXT = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+def _check_range(value: Any, bounds: dict[str, float], where: str) -> None:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(v, bounds, f"{where}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    ok = all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[k] for k, b in bounds.items())
+    if not ok:
+        allowed = " and ".join(f"{_BOUND_TEXT[k]} {b:g}" for k, b in bounds.items())
+        raise ConfigError(f"{where} must be {allowed} (got {value!r})")
+
+
+def _check_choice(value: Any, choices: Any, where: str) -> None:
+    """``choices``: a tuple, or a function returning one; an entry ending in ``:N`` stands for
+    that prefix followed by a number (``cuda:N``)."""
+    if callable(choices):
+        choices = choices()
+    for c in choices:
+        if value == c or (c.endswith(":N") and isinstance(value, str) and value.startswith(c[:-1])
+                          and value[len(c) - 1:].isdigit()):
+            return
+    raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+
+
+_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
 @dataclass
 class BaseConfig:
-    seed: int = 0
-    device: str = "auto"        # auto | cpu | cuda | cuda:N
-    profile: str = "default"    # which entry of `profiles` is merged over the file
-    num_threads: int = 0        # torch CPU threads; 0 leaves torch's default
+    seed: int = ranged(0, ge=0)
+    device: str = ranged("auto", choices=lambda: _DEVICES)   # auto | cpu | cuda | cuda:N
+    profile: str = "default"    # which entry of `profiles` is merged over the file (NAME_PATTERN)
+    num_threads: int = ranged(0, ge=0)   # torch CPU threads; 0 leaves torch's default
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"   # fashion_mnist | cifar10 | image_folder
+    dataset: str = ranged("fashion_mnist", choices=("fashion_mnist", "cifar10", "image_folder"))
     root: str = "data/fashion-mnist"
-    train_subset: int = 0            # 0 = all images
-    test_subset: int = 0
-    image_size: int = 32             # image_folder only
+    train_subset: int = ranged(0, ge=0)   # 0 = all images
+    test_subset: int = ranged(0, ge=0)
+    image_size: int = ranged(32, ge=1)    # image_folder only
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"          # adam | sgd
-    schedule: str = "cosine"         # cosine | constant
-    warmup_steps: int = 0
-    loss: str = "auto"               # auto (the model's default) | bce | ce
-    checkpoint_every: int = 100      # steps between resumable checkpoints
-    eval_batch_size: int = 1000
-    subset: int = 0                  # train on this many (seeded) training images only; 0 = all (short sweeps)
+    epochs: int = ranged(3, ge=1)
+    batch_size: int = ranged(128, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
+    optimizer: str = ranged("adam", choices=("adam", "sgd"))
+    schedule: str = ranged("cosine", choices=("cosine", "constant"))
+    warmup_steps: int = ranged(0, ge=0)
+    loss: str = ranged("auto", choices=lambda: ("auto", *_losses()))   # auto (the model's default) | bce | ce
+    checkpoint_every: int = ranged(100, ge=1)   # steps between resumable checkpoints
+    eval_batch_size: int = ranged(1000, ge=1)
+    subset: int = ranged(0, ge=0)    # train on this many (seeded) training images only; 0 = all (short sweeps)
     epoch_metrics: list[str] = field(default_factory=list)  # registered metrics run on the test split after every
                                                             # epoch (history.csv columns <metric>_<summary key>)
     channels_last: bool = False      # NHWC memory layout for the training step (bcos_lib.train.fit)
-    precision: str = "fp32"          # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
+    precision: str = ranged("fp32", choices=("fp32", "bf16"))   # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
 
 
 @dataclass
@@ -83,26 +143,26 @@ class ModelEntry:
 
 @dataclass
 class ExplainConfig:
-    n_images: int = 8
-    n_classes_per_image: int = 4   # the "several classes of one image" figure
-    smooth: int = 3                # avg-pool kernel of the colour explanation (15 on 224 px ≈ 2–3 on 28 px)
-    batch_size: int = 256
+    n_images: int = ranged(8, ge=1)
+    n_classes_per_image: int = ranged(4, ge=1)   # the "several classes of one image" figure
+    smooth: int = ranged(3, ge=1)   # avg-pool kernel of the colour explanation (15 on 224 px ≈ 2–3 on 28 px)
+    batch_size: int = ranged(256, ge=1)
 
 
 @dataclass
 class EvaluateConfig:
-    grid_size: int = 3
-    n_grids: int = 500
-    min_confidence: float = 0.5
+    grid_size: int = ranged(3, ge=1)
+    n_grids: int = ranged(500, ge=1)
+    min_confidence: float = ranged(0.5, ge=0, le=1)
     methods: list[str] = field(default_factory=lambda: ["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"])
-    posthoc_n_grids: int = 0        # grids for the post-hoc methods (0 = n_grids)
-    smooth: int = 1                 # avg-pool kernel applied to every attribution before scoring
-    batch_size: int = 16            # grids per batch
-    ig_steps: int = 20
-    occlusion_window: int = 7
-    occlusion_stride: int = 7
-    deletion_images: int = 200
-    deletion_steps: int = 20
+    posthoc_n_grids: int = ranged(0, ge=0)   # grids for the post-hoc methods (0 = n_grids)
+    smooth: int = ranged(1, ge=1)   # avg-pool kernel applied to every attribution before scoring
+    batch_size: int = ranged(16, ge=1)   # grids per batch
+    ig_steps: int = ranged(20, ge=1)
+    occlusion_window: int = ranged(7, ge=1)
+    occlusion_stride: int = ranged(7, ge=1)
+    deletion_images: int = ranged(200, ge=1)
+    deletion_steps: int = ranged(20, ge=1)
     deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
     metrics: list[str] = field(default_factory=lambda: ["localisation", "deletion"])  # registered metrics to run
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric: its own options
@@ -110,8 +170,8 @@ class EvaluateConfig:
 
 @dataclass
 class FiguresConfig:
-    n_images: int = 8
-    dpi: int = 120
+    n_images: int = ranged(8, ge=1)
+    dpi: int = ranged(120, ge=1)
 
 
 @dataclass
@@ -214,21 +274,39 @@ def _build(cls: type, data: Any, where: str) -> Any:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed here: {', '.join(names)}")
     kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-_CHOICES = {
-    "base.device": lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
-    "train.optimizer": lambda v: v in ("adam", "sgd"),
-    "train.schedule": lambda v: v in ("cosine", "constant"),
-    "train.precision": lambda v: v in ("fp32", "bf16"),
-    "train.loss": lambda v: v == "auto" or v in _losses(),
-    "data.dataset": lambda v: v in ("fashion_mnist", "cifar10", "image_folder"),
-}
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs:
+            continue
+        at = f"{where}.{f.name}" if where else f.name
+        bounds = field_range(cls, f)
+        if bounds:
+            _check_range(kwargs[f.name], bounds, at)
+        elif isinstance(kwargs[f.name], float):
+            _check_range(kwargs[f.name], {}, at)   # finite at least
+        if f.metadata.get("choices") is not None:
+            _check_choice(kwargs[f.name], f.metadata["choices"], at)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:   # a class's own checks (__post_init__): the message gets the key path
+        raise ConfigError(str(e) if not where or str(e).startswith(where) else f"{where}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where or 'params'}: {e}") from None
 
 
 def _losses() -> tuple[str, ...]:
     return LOSS_NAMES
+
+
+def _finite_everywhere(value: Any, where: str) -> None:
+    """No NaN or infinity anywhere in a free-form mapping (a model's builder arguments)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_everywhere(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_everywhere(v, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
 
 
 def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = True) -> None:
@@ -242,6 +320,7 @@ def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = Tru
     except KeyError:
         raise ConfigError(f"models.{key}.arch: unknown model {entry.arch!r}; known models: "
                           f"{', '.join(list_models())}") from None
+    _finite_everywhere(entry.kwargs, f"models.{key}.kwargs")   # the builder checks ranges; NaN/inf never make sense
     for k in entry.kwargs:
         if k not in accepted:
             raise ConfigError(f"models.{key}.kwargs.{k}: {entry.arch} has no argument {k!r}; it accepts: "
@@ -296,17 +375,17 @@ def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = Tru
 
 
 def _validate(p: Params, models: list[str] | None = None) -> None:
-    d = p.to_dict()
-    for key, ok in _CHOICES.items():
-        sec, name = key.split(".")
-        if not ok(d[sec][name]):
-            raise ConfigError(f"{key}: {d[sec][name]!r} is not allowed")
-    for attr in ("train.epochs", "train.batch_size", "train.checkpoint_every", "evaluate.grid_size", "evaluate.n_grids"):
-        sec, name = attr.split(".")
-        if d[sec][name] < 1:
-            raise ConfigError(f"{attr} must be ≥ 1 (got {d[sec][name]})")
+    """Check ``p`` against the registries: every model entry, and the section's own metric options
+    (``models``: only these entries, and only what training them needs: see :func:`parse_params`)."""
+    from .registry import get_metric, list_metrics
     for key in models or []:
         p.model(key)  # an unknown key is named with the known ones
+    if models is None:
+        for m in p.evaluate.options:   # the section's own metric options, named as written (evaluate.options.<metric>)
+            if m not in list_metrics():
+                raise ConfigError(f"evaluate.options.{m}: no metric of that name; registered: {', '.join(list_metrics())}")
+            get_metric(m)
+            metric_options(m, p.evaluate, "evaluate")
     for key, entry in p.models.items():
         if models is None or key in models:
             _validate_model(p, key, entry, evaluate=models is None)
@@ -321,13 +400,34 @@ def _known_models_only(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, A
     return {**over, "models": {k: v for k, v in over["models"].items() if k in defined}}
 
 
+def _check_names(raw: dict[str, Any], profiles: dict[str, Any], name: Any) -> None:
+    """Model keys and profile names must match :data:`NAME_PATTERN`: they become file names,
+    DVC stage names and words of the stage commands."""
+    rule = "use letters, digits and _ only, starting with a letter"
+    models = raw.get("models")
+    for key in (models if isinstance(models, dict) else {}):
+        if not isinstance(key, str) or not NAME_PATTERN.fullmatch(key):
+            raise ConfigError(f"models: the model key {key!r} is not allowed as a name ({rule}, e.g. my_cnn_2); "
+                              "it names the model's files and stages")
+    for pname in profiles:
+        if not isinstance(pname, str) or not NAME_PATTERN.fullmatch(pname):
+            raise ConfigError(f"profiles: the profile name {pname!r} is not allowed ({rule}, e.g. quick_gpu)")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"base.profile: {name!r} is not a profile name ({rule}); defined in `profiles`: "
+                          f"default, {', '.join(p for p in profiles if p != 'default') or '(none)'}")
+
+
 def parse_params(raw: dict[str, Any], profile: str | None = None, models: list[str] | None = None) -> Params:
     """Validate a params mapping and apply ``profile`` (default: ``base.profile``).
 
-    ``models``: check these entries against the registries only (a stage that runs one model
-    imports that model's method and no other; the whole file is checked once per run, before the
-    first stage, by the runner and the ``settings`` stage).  Every section's keys and types are
-    checked either way."""
+    The file itself is checked first (an error names the key, e.g. ``models.std_cnn.train.lr``),
+    then each profile merged over it (an error names the profile as well, ``profiles.tiny``):
+    every type, range and choice at every level — sections, each model's overrides, its
+    method's options and each metric's options — so that no profile can fail later, in a stage.
+
+    ``models`` (a stage that runs these models): the active profile only, and of the registries
+    only what training those entries needs, so that the stage imports their methods and no other
+    (the runner and the ``settings`` stage check the whole file once per run, before any stage)."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of sections (base, data, train, models, …)")
     raw = copy.deepcopy(raw)
@@ -335,27 +435,33 @@ def parse_params(raw: dict[str, Any], profile: str | None = None, models: list[s
     if not isinstance(profiles, dict):
         raise ConfigError("profiles: expected a mapping of profile name → overrides")
     name = profile or (raw.get("base") or {}).get("profile", "default")
-    if name != "default" or name in profiles:   # `default` needs no entry; an entry is merged like any other
-        if name not in profiles:
-            others = [p for p in profiles if p != "default"]
-            raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
-                              f"default, {', '.join(others) or '(none)'}")
-        _build(Params, raw, "")  # the file itself must be valid, also where the profile overrides it
-        merged = deep_merge(raw, _known_models_only(raw, profiles[name] or {}))
+    _check_names(raw, profiles, name)
+    if name != "default" and name not in profiles:   # `default` needs no entry; an entry is merged like any other
+        others = [p for p in profiles if p != "default"]
+        raise ConfigError(f"unknown profile {name!r}; defined in `profiles`: "
+                          f"default, {', '.join(others) or '(none)'}")
+    if models is not None:   # a stage: the active profile, the entries it runs
+        merged = deep_merge(raw, _known_models_only(raw, profiles.get(name) or {}))
+        merged.setdefault("base", {})["profile"] = name
         try:
-            _build(Params, merged, "")
+            view = _build(Params, merged, "")
         except ConfigError as e:
             raise ConfigError(f"in profile {name!r} (profiles.{name}): {e}") from None
-        raw = merged
-    raw.setdefault("base", {})["profile"] = name
-    params = _build(Params, raw, "")
-    for pname, over in profiles.items():  # every profile must itself be valid, not only the active one
-        if pname != name:
-            try:
-                _build(Params, deep_merge(raw, _known_models_only(raw, over or {})), "")
-            except ConfigError as e:
-                raise ConfigError(f"in profile {pname!r}: {e}") from None
-    _validate(params, models)
+        _validate(view, models)
+        return view
+    _validate(_build(Params, raw, ""))   # the file itself, also where a profile overrides it
+    params = None
+    for pname in dict.fromkeys([name, *profiles]):   # the active profile first, then every other one
+        merged = deep_merge(raw, _known_models_only(raw, profiles.get(pname) or {}))
+        merged.setdefault("base", {})["profile"] = pname
+        try:
+            view = _build(Params, merged, "")
+            _validate(view)
+        except ConfigError as e:
+            raise ConfigError(f"in profile {pname!r} (profiles.{pname}): {e}") from None
+        if pname == name:
+            params = view
+    assert params is not None
     return params
 
 

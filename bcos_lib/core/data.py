@@ -6,7 +6,8 @@ Every loader returns an :class:`ImageDataset`: images as float tensors in [0, 1]
 Fashion-MNIST (Xiao et al. 2017, MIT licence) is the embedded default: the Debian
 package ``dataset-fashion-mnist`` ships it under /usr/share/datasets/fashion-mnist/.
 Its ``.gz`` archives are recompressed, so the hashes below are of the *decompressed*
-IDX files, which are what ``data/fashion-mnist/`` holds (and what data.dvc tracks).
+IDX files, which are what ``data/fashion-mnist/`` holds (the data stage checks them before DVC records the
+folder as its dependency).
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -46,6 +47,31 @@ def initial_model(run: Run, key: str, kwargs: dict[str, Any]) -> Any:
                          f"{entry.arch}({kwargs}) ({str(e).splitlines()[0]}); its method {method.name!r} has no "
                          "`init` that converts them") from e
     return model
+
+
+def code_fingerprint(run: Run, key: str) -> str:
+    """A hash of the code a training of ``models.<key>`` runs and starts from: every source file
+    of bcos_lib (a superset of the stage's code dependencies in dvc.yaml, so no change to the
+    code the stage runs can go unnoticed, whether the stage runs under DVC, in Jupyter or in a
+    test), the stage notebook, the model file it starts from (``init_from``) or else the data
+    summary it starts after, and the torch version.  A checkpoint is resumed only when this is
+    what it was written with: a resumed run never mixes two versions of the code."""
+    import hashlib
+
+    import torch
+
+    from ..paths import project_root
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
+    entry = run.params.model(key)
+    starts = [project_root() / "notebooks" / "20_train.ipynb",
+              model_path(run, entry.init_from) if entry.init_from else run.path("results", "data", "summary.json")]
+    for f in starts:
+        digest.update(f.name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"(none)") + b"\0")
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()[:16]
 
 
 def epoch_evaluation(run: Run, key: str, test_ds: Any) -> Callable[[Any], dict[str, float]] | None:
@@ -93,14 +119,16 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     model = initial_model(run, key, kwargs)
     hooks = method.training(model, options, tcfg) if method.training is not None else None
     epoch_eval = epoch_evaluation(run, key, test_ds)
-    fingerprint = config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
-                                     *([entry.options] if entry.options else []),
-                                     *([entry.init_from] if entry.init_from else []))
+    fingerprint = {"settings": config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
+                                                  *([entry.options] if entry.options else []),
+                                                  *([entry.init_from] if entry.init_from else [])),
+                   "code": code_fingerprint(run, key)}
     ckpt = run.path("checkpoints", f"{key}.ckpt")
     log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
     history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
-                  fingerprint=fingerprint, progress=progress, log=log, hooks=hooks,
+                  fingerprint=fingerprint, checkpoint_name=f"checkpoints/{key}.ckpt", progress=progress, log=log,
+                  hooks=hooks,
                   epoch_eval=epoch_eval)
     seconds = time.time() - t0
     if not is_main_process():

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ...core.contract import EvalContext, Metric, MetricResult
 from ...core.registry import register_metric
+from ...core.config import ranged
 
 
 
@@ -23,9 +24,9 @@ from ...core.registry import register_metric
 class FixedGridOptions:
     """``evaluate.options.fixed_grid_localisation``."""
 
-    n_grids: int = 100    # grids (the same for every model and epoch)
-    grid_size: int = 0    # 0: evaluate.grid_size
-    seed: int = 1         # the grids' draw (independent of base.seed's grids of the localisation metric)
+    n_grids: int = ranged(100, ge=1)    # grids (the same for every model and epoch)
+    grid_size: int = ranged(0, ge=0)    # 0: evaluate.grid_size
+    seed: int = ranged(1, ge=0)         # the grids' draw (independent of base.seed's grids of the localisation metric)
 
     def __post_init__(self) -> None:
         from ...core.config import ConfigError

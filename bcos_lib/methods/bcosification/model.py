@@ -28,6 +28,7 @@ from .convert import bcosify
 from .layers import set_b, set_bias_scale
 from ...core.registry import create_model, register_model
 from ...core.contract import StepInfo, StepOutput, TrainHooks
+from ...core.config import ranged
 
 __all__ = ["BcosificationOptions", "bcosified", "init", "training", "OPTIONS"]
 
@@ -58,8 +59,8 @@ def bcosified(num_classes: int = 10, image_channels: int = 1, source_arch: str =
 class BcosificationOptions:
     """``models.<key>.options`` of a B-cosified model (B-cosification §3)."""
 
-    b: float = 2.0            # B after conversion (and at the end of fine-tuning)
-    b_start: float = 0.0      # ≥ 1: B rises linearly from b_start to b over fine-tuning; 0: B = b throughout
+    b: float = ranged(2.0, ge=1)            # B after conversion (and at the end of fine-tuning)
+    b_start: float = ranged(0.0, ge=0)      # ≥ 1: B rises linearly from b_start to b over fine-tuning; 0: B = b throughout
     keep_bias: bool = False   # keep the biases and fade them linearly to 0 over fine-tuning (else removed at once)
     max_pool: str = "avg"     # avg (the paper) | keep
     loss: str = "bce"         # the fine-tuning loss (bce: as B-cos networks; ce: as the source)

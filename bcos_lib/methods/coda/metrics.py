@@ -15,6 +15,7 @@ from ...core.contract import EvalContext, Metric, MetricResult
 from ...core.utils import evaluating
 from ...models.base import prepare_input
 from ...core.registry import register_metric
+from ...core.config import ranged
 from .model import CoDAHybrid
 
 
@@ -47,7 +48,7 @@ def explain_at_dau_input(model: CoDAHybrid, x: Tensor, targets: Tensor, upsample
 class DAUInputLocalisationOptions:
     """``evaluate.options.dau_input_localisation``: how many grids (0: ``evaluate.n_grids``) and which maps."""
 
-    n_grids: int = 0
+    n_grids: int = ranged(0, ge=0)
     methods: list[str] = field(default_factory=lambda: ["own", "gradcam"])
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from ...models.base import prepare_input
 from ...core.utils import evaluating
 from ...core.contract import EvalContext, Metric, MetricResult
 from ...core.registry import register_metric
+from ...core.config import ranged
 
 
 
@@ -199,9 +200,9 @@ def detection_scores(features: Tensor, predicted: Tensor, template: Tensor) -> T
 class MISOptions:
     """``evaluate.options.mis``: images used (from ``split``), the estimator's neighbours."""
 
-    n_images: int = 2000
+    n_images: int = ranged(2000, ge=20)
     split: str = "test"
-    n_neighbors: int = 3
+    n_neighbors: int = ranged(3, ge=1)
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "train"):
@@ -243,7 +244,7 @@ def mis_metric(ctx: EvalContext) -> MetricResult | None:
 class GateOptions:
     """``evaluate.options.gate``: how many test images the accuracies use (0 = all)."""
 
-    n_images: int = 0
+    n_images: int = ranged(0, ge=0)
 
 
 def gate_metric(ctx: EvalContext) -> MetricResult | None:
@@ -270,8 +271,8 @@ class FilterLocalisationOptions:
     """``evaluate.options.filter_localisation``: grids (0 = ``evaluate.n_grids``), and the images
     of the MI matrix that assigns an ungated network's filters to classes."""
 
-    n_grids: int = 0
-    mi_images: int = 2000
+    n_grids: int = ranged(0, ge=0)
+    mi_images: int = ranged(2000, ge=1)
 
 
 def filter_localisation_metric(ctx: EvalContext) -> MetricResult | None:
@@ -303,12 +304,12 @@ def filter_localisation_metric(ctx: EvalContext) -> MetricResult | None:
 class DetectionOptions:
     """``evaluate.options.adversarial_detection``: the L∞ PGD attack and the detectors' data."""
 
-    eps: float = 0.1            # L∞ bound in [0, 1] pixel units
-    steps: int = 10
-    n_images: int = 500         # clean test images attacked
-    template_images: int = 2000  # clean training images for the class-mean template
-    folds: int = 5              # cross-validation of the random-forest detector
-    trees: int = 100
+    eps: float = ranged(0.1, gt=0, le=1)            # L∞ bound in [0, 1] pixel units
+    steps: int = ranged(10, ge=1)
+    n_images: int = ranged(500, ge=10)         # clean test images attacked
+    template_images: int = ranged(2000, ge=1)  # clean training images for the class-mean template
+    folds: int = ranged(5, ge=2)              # cross-validation of the random-forest detector
+    trees: int = ranged(100, ge=1)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eps <= 1.0 or self.steps < 1 or self.n_images < 10 or self.folds < 2:

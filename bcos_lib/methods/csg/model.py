@@ -23,6 +23,7 @@ from ..standard.model import std_cnn
 from ...core.registry import register_model
 from ...train import default_step
 from ...core.contract import StepInfo, StepOutput, TrainHooks
+from ...core.config import ranged
 
 __all__ = ["CSGOptions", "UNITS", "is_csg_epoch", "is_csg_step", "add_class_gate", "csg_std_cnn", "csg_bcos_cnn",
            "training", "csg_step", "OPTIONS"]
@@ -45,11 +46,11 @@ class CSGOptions:
     closes it to (on a CSG step it is multiplied by 0 for them and learns nothing about them).
     """
 
-    warmup_epochs: int = 1
-    period: int = 2
+    warmup_epochs: int = ranged(1, ge=0)
+    period: int = ranged(2, ge=1)
     unit: str = "epoch"             # "epoch" | "step": what ``period`` counts
-    sparsity_weight: float = 1e-3   # λ
-    density: float = 0.2            # d: only a density above it is penalised
+    sparsity_weight: float = ranged(1e-3, ge=0)   # λ
+    density: float = ranged(0.2, gt=0, le=1)            # d: only a density above it is penalised
 
     def __post_init__(self) -> None:
         problems = []

@@ -14,6 +14,7 @@ import torch
 from ...core.config import ConfigError
 from ...core.contract import EvalContext, Metric, MetricResult
 from ...core.registry import register_metric
+from ...core.config import ranged
 from .model import lwta_layers, set_test_mode
 
 
@@ -25,9 +26,9 @@ from .model import lwta_layers, set_test_mode
 class DensityOptions:
     """``evaluate.options.activation_density``."""
 
-    images: int = 2000          # test images the densities are measured on (0 = all)
+    images: int = ranged(2000, ge=0)          # test images the densities are measured on (0 = all)
     stochastic_accuracy: bool = True   # LWTA models: also the test accuracy with sampled winners
-    batch_size: int = 500
+    batch_size: int = ranged(500, ge=1)
 
 
 def _density(ctx: EvalContext) -> MetricResult | None:
@@ -69,14 +70,14 @@ class DissectionOptions:
     concepts: str = ""              # annotated: a YAML table `concept: [class, …]` replacing the built-in one;
                                     # clip: a text file, one concept per line ("" = class names + built-in attributes)
     visual_concepts: bool = True    # annotated: add the concepts computed from the pixels
-    visual_quantile: float = 0.25   # an image shows a visual concept when in the top/bottom quarter of the probe set
-    probe_images: int = 2000        # test images to rank (0 = all)
-    top_k: int = 100                # soft-WPMI: most activating images per neuron
-    a: float = 10.0                 # soft-WPMI: softmax sharpness of p(c | image)
-    lam: float = 1.0                # soft-WPMI: weight of the concept prior, λ
+    visual_quantile: float = ranged(0.25, gt=0, lt=1)   # an image shows a visual concept when in the top/bottom quarter of the probe set
+    probe_images: int = ranged(2000, ge=0)        # test images to rank (0 = all)
+    top_k: int = ranged(100, ge=1)                # soft-WPMI: most activating images per neuron
+    a: float = ranged(10.0, gt=0)                 # soft-WPMI: softmax sharpness of p(c | image)
+    lam: float = ranged(1.0, ge=0)                # soft-WPMI: weight of the concept prior, λ
     clip_model: str = "ViT-B-16"    # clip: the open_clip architecture (the paper: CLIP ViT-B/16)
     clip_weights: str = ""          # clip: path to its checkpoint on disk (never downloaded)
-    batch_size: int = 500
+    batch_size: int = ranged(500, ge=1)
 
     def __post_init__(self) -> None:
         from .concepts import BACKENDS

@@ -20,6 +20,7 @@ from ...core.data import FMNIST_MEAN, FMNIST_STD
 from ...models.vit import PositionEmbedding, VisionTransformer
 from ...core.registry import register_model
 from ...core.contract import StepInfo, StepOutput, TrainHooks
+from ...core.config import ranged
 
 __all__ = ["lwta_cnn", "lwta_vit", "DiscoverOptions", "training", "lwta_layers", "set_test_mode", "OPTIONS"]
 
@@ -144,8 +145,8 @@ def set_test_mode(model: nn.Module, mode: str) -> list[str]:
 class DiscoverOptions:
     """``models.<key>.options`` of an LWTA model."""
 
-    temperature: float = 1.67   # Gumbel-softmax τ of the straight-through winner samples in training
-    kl_weight: float = 0.0      # weight of the KL(winner posterior ‖ uniform) term; 0 = off, as the public code
+    temperature: float = ranged(1.67, gt=0)   # Gumbel-softmax τ of the straight-through winner samples in training
+    kl_weight: float = ranged(0.0, ge=0)      # weight of the KL(winner posterior ‖ uniform) term; 0 = off, as the public code
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:

@@ -24,12 +24,13 @@ from ...explain import config_options, get_attribution, list_attributions
 from ...core.contract import EvalContext, Metric, MetricResult
 from ...layers.explanation_mode import is_explainable
 from ...core.registry import register_metric
+from ...core.config import ranged
 
 
 @dataclass
 class TrackedLocalisationOptions:
     methods: list[str] = field(default_factory=lambda: ["own", "gradcam"])
-    n_grids: int = 30
+    n_grids: int = ranged(30, ge=1)
 
     def __post_init__(self) -> None:
         from ...core.config import ConfigError

@@ -1,0 +1,29 @@
+"""Damaged data is never recorded by DVC.
+
+In a scratch copy of the project (git-tracked files and the data), one Fashion-MNIST file is
+truncated and ``dvc repro`` is run.  The data stage checks the hashes of the decompressed files
+before anything is written: the run stops with a message that names the file and ``make data``,
+and nothing in git changes — no ``.dvc`` file or ``dvc.lock`` entry takes the damaged data's
+hash (the data folder is a dependency of the data stage, recorded only when that stage succeeds,
+not a DVC data source that ``dvc repro`` re-records whatever it holds).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_dvc_recovery import GIT, new_project, pytestmark, sh  # noqa: F401 - the same skips (slow, dvc, data)
+
+
+def test_a_truncated_data_file_stops_dvc_repro_and_nothing_records_it(tmp_path):
+    root = new_project(tmp_path / "project")
+    victim = root / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte"
+    victim.write_bytes(victim.read_bytes()[:5000])
+    cache_before = sorted(p.relative_to(root) for p in (root / ".dvc").rglob("*") if p.is_file())
+    p = sh(["dvc", "repro", "data"], root, timeout=600, ok=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-4000:]
+    assert "t10k-labels-idx1-ubyte has 5000 bytes" in out and "make data" in out, out[-4000:]
+    assert sh(["git", "status", "--porcelain"], root).stdout == "", "a file tracked by git changed"
+    cached = sorted(p.relative_to(root) for p in (root / ".dvc" / "cache").rglob("*") if p.is_file()) \
+        if (root / ".dvc" / "cache").is_dir() else []
+    assert not [c for c in cached if c not in cache_before], f"DVC cached something of the damaged run: {cached}"
