@@ -41,7 +41,7 @@ def smoke_commands(out: str, models: Sequence[str], profile: str = "smoke") -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .paths import project_root
+    from .core.paths import project_root
     from .report import update_readme
 
     ap = argparse.ArgumentParser(prog="python -m bcos_lib.smoke", description=__doc__.splitlines()[0])

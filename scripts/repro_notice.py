@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 #: measured whole-pipeline times (2-core development machine, fresh clone) and what is known otherwise
 DURATION = {
     "default": "about 38 minutes on 2 CPU cores (README, Time)",
-    "tiny": "about 39 minutes on 2 CPU cores (the same 52 stages; most of it is their start-up)",
+    "tiny": "about 39 minutes on 2 CPU cores, measured with 52 stages (most of it their start-up)",
     "gpu": "many hours on a CPU (30 epochs per model); not measured on a GPU here",
     "smoke": "as long as the tiny profile's pipeline; for the short check use `make smoke` instead",
 }
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from bcos_lib.dvcgen import stage_names
-    from bcos_lib.paths import project_root
+    from bcos_lib.core.paths import project_root
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile")

@@ -57,10 +57,10 @@ def _put(raw: dict, dotted: str, value: Any) -> dict:
 
 
 def params_error(change: Callable[[dict], Any]) -> Callable[[], str]:
-    """The one-line error of ``python -m bcos_lib.config`` (what every stage checks first) for
+    """The one-line error of ``python -m bcos_lib.core.config`` (what every stage checks first) for
     the project's params.yaml with ``change`` applied."""
     def run() -> str:
-        from bcos_lib.config import ConfigError, load_params
+        from bcos_lib.core.config import ConfigError, load_params
         raw = _params()
         change(raw)
         with scratch():
@@ -86,7 +86,7 @@ def add_profile(name: str) -> Callable[[], str]:
 
 
 def truncated_data_file() -> str:
-    from bcos_lib.data import FASHION_MNIST_FILES, DataError, verify_fashion_mnist
+    from bcos_lib.core.data import FASHION_MNIST_FILES, DataError, verify_fashion_mnist
     with scratch() as tmp:
         folder = Path("data/fashion-mnist")
         folder.mkdir(parents=True)
@@ -116,8 +116,8 @@ def checkpoint_of_other_code() -> str:
     import torch
 
     from bcos_lib import create_model
-    from bcos_lib.config import TrainConfig
-    from bcos_lib.data import ImageDataset
+    from bcos_lib.core.config import TrainConfig
+    from bcos_lib.core.data import ImageDataset
     from bcos_lib.train import fit
 
     class Stop(Exception):

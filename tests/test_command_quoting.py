@@ -28,12 +28,12 @@ def expected_argv(stage: str, nb: str, out: str, profile: str, models: str | Non
 
 @pytest.mark.parametrize("stage, kw", [("train", {"key": "key"}), ("explain", {"models": "all"}), ("data", {})])
 def test_each_word_stays_one_argument(stage, kw):
-    cmd = _cmd(stage, **kw).replace("${base.profile}", HOSTILE).replace("${key}", "k 1$(x)")
+    cmd = _cmd(stage, **kw).replace("${base.profile}", HOSTILE)
     words = shlex.split(cmd)
     assert words[0] == "python"
     assert HOSTILE in words
     if "key" in kw:
-        assert "k 1$(x)" in words
+        assert words[-3:] == ["-p", "models", kw["key"]]
 
 
 @pytest.mark.slow
@@ -47,9 +47,8 @@ def test_dvc_runs_a_generated_command_without_running_what_a_value_holds(tmp_pat
     fake.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > argv.txt\n")
     fake.chmod(0o755)
     (repo / "params.yaml").write_text(yaml.safe_dump({"base": {"profile": HOSTILE}}))
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
-        "foreach": {"m_1": {"x": 1}},
-        "do": {"cmd": _cmd("train", "key"), "params": ["base"], "outs": [{"argv.txt": {"cache": False}}]}}}}))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train-m_1": {
+        "cmd": _cmd("train", "m_1"), "params": ["base"], "outs": [{"argv.txt": {"cache": False}}]}}}))
     env = {**os.environ, "PATH": f"{repo / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([dvc, "init", "-q"], cwd=repo, check=True, env=env)

@@ -1,6 +1,6 @@
 """Every number of params.yaml is checked for type and range when the file is read.
 
-The fields are found, not listed: the sections of :class:`bcos_lib.config.Params`, the option
+The fields are found, not listed: the sections of :class:`bcos_lib.core.config.Params`, the option
 dataclasses of every registered method and metric.  Each numeric field must declare its range
 (``bcos_lib.core.config.ranged``), and a value just outside it, put at every level
 where the field can be written — the section, a profile, a model's overrides, a model's method
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcos_lib.config import (
+from bcos_lib.core.config import (
     BaseConfig,
     ConfigError,
     DataConfig,
@@ -27,7 +27,7 @@ from bcos_lib.config import (
     field_range,
     parse_params,
 )
-from bcos_lib.methods import get_metric, list_methods, list_metrics, method_of
+from bcos_lib.core.registry import get_metric, list_methods, list_metrics, method_of
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -45,6 +45,7 @@ def option_classes() -> dict[str, type]:
     """Every options dataclass the registries know, by where it is written."""
     out = {}
     for m in list_methods():
+        m.load("model")
         if m.options is not None:
             out[f"method {m.name}"] = m.options
     for name in list_metrics():

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bcos_lib.config import deep_merge
+from bcos_lib.core.config import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "fashion-mnist"
@@ -37,7 +37,7 @@ CHILD = r"""
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from bcos_lib import pipeline
+from bcos_lib.core import pipeline
 from bcos_lib.stages import train as stage
 
 out, die_after = sys.argv[1], int(sys.argv[2])

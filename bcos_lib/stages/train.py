@@ -60,7 +60,7 @@ def code_fingerprint(run: Run, key: str) -> str:
 
     import torch
 
-    from ..paths import project_root
+    from ..core.paths import project_root
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for source in sorted(package.rglob("*.py")):
