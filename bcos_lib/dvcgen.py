@@ -272,8 +272,8 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
             "outs": [_persist(f"models/{key}.pt"), _persist(f"results/notebooks/20_train_{key}.ipynb"),
                      # the stage's full metrics.json is a plain (git-tracked) output; what DVC shows as
                      # metrics is the figures stage's results/metrics/<key>.json (bcos_lib.headline)
-                     _persist(f"results/train/{key}/metrics.json", cache=False)],
-            "plots": [{f"results/train/{key}/history.csv": {"cache": False, "persist": True}}],
+                     _persist(f"results/train/{key}/metrics.json", cache=False),
+                     _persist(f"results/train/{key}/history.csv", cache=False)],
         }
     stages["explain"] = {
         "cmd": _cmd("explain", models="all"),
@@ -311,8 +311,45 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    body = yaml.dump({"stages": stages}, Dumper=_NoAliases, sort_keys=False, width=110, allow_unicode=True)
+    body = yaml.dump({"stages": stages, "plots": comparison_plots(params)}, Dumper=_NoAliases, sort_keys=False,
+                     width=110, allow_unicode=True)
     return HEADER + body
+
+
+def comparison_plots(params: Any) -> list[dict[str, Any]]:
+    """``dvc plots show``: the models that are compared with each other in one plot each — the test
+    accuracy per epoch of the main comparison (the models of no group) and of each group, and, for a
+    group whose models score a localisation after every epoch (``train.epoch_metrics``), that score per
+    epoch (the own explanation where the model has one, else each post-hoc attribution it tracks)."""
+    from .core.registry import create_model
+
+    groups: dict[str, list[str]] = {}
+    for key, entry in params.models.items():
+        groups.setdefault(entry.group or "main", []).append(key)
+    history = "results/train/{}/history.csv"
+    plots: list[dict[str, Any]] = []
+    for group, keys in groups.items():
+        what = "the main comparison" if group == "main" else f"the group {group}"
+        plots.append({f"accuracy_{group}": {
+            "x": "epoch", "y": {history.format(k): "test_accuracy" for k in keys}, "template": "linear",
+            "title": f"test accuracy per epoch: {what}", "x_label": "epoch", "y_label": "test accuracy (%)"}})
+        columns: dict[str, list[str]] = {}
+        for k in keys:
+            tcfg, ecfg = params.train_config(k), params.evaluate_config(k)
+            if "fixed_grid_localisation" in tcfg.epoch_metrics:
+                columns.setdefault(history.format(k), []).append("fixed_grid_localisation_mean")
+            if "tracked_localisation" in tcfg.epoch_metrics:
+                entry = params.model(k)
+                own = getattr(create_model(entry.arch, **entry.kwargs), "dynamic_linear", False)
+                names = (ecfg.options.get("tracked_localisation") or {}).get("methods", ["own", "gradcam"])
+                columns.setdefault(history.format(k), []).extend(
+                    f"tracked_localisation_{m}" for m in names if m != "own" or own)
+        if columns:
+            plots.append({f"localisation_{group}": {
+                "x": "epoch", "y": columns, "template": "linear",
+                "title": f"localisation per epoch (grid pointing game on fixed grids): {what}",
+                "x_label": "epoch", "y_label": "localisation"}})
+    return plots
 
 
 def stage_names(text: str) -> set[str]:

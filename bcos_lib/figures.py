@@ -262,35 +262,54 @@ def _method_labels(methods: pd.Series) -> pd.Series:
     return methods.map(lambda m: method_label(m) if m in known else m)
 
 
+def _grid(n: int, width: float, height: float, ncol_max: int = 3, **kw: Any) -> tuple[Figure, list[Any]]:
+    """A figure of ``n`` panels in rows of at most ``ncol_max`` (each ``width`` × ``height`` inches);
+    the unused panels of the last row are removed."""
+    ncol = max(1, min(ncol_max, n))
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False, **kw)
+    flat = list(axes.flat)
+    for extra in flat[n:]:
+        extra.remove()
+    return fig, flat[:n]
+
+
 def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | None = None) -> Figure:
     """Grid pointing game scores (the rows of ``bcos_lib.metrics.score_grids``, several models
-    concatenated with a ``model`` column): one box per method and model, and a dashed line at
-    the score of a uniform map, 1/n² (from ``uniform`` or the number of cells per grid)."""
+    concatenated with a ``model`` column): one panel per model (rows of three), a horizontal box
+    per attribution method, and a dashed line at the score of a uniform map, 1/n² (from
+    ``uniform`` or the number of cells per grid).  With ``ax``: one panel, the models as colours."""
     import seaborn as sns
 
     df = scores.assign(method_label=_method_labels(scores["method"]))
     order = list(dict.fromkeys(df["method_label"]))
-    hue = "model" if "model" in df.columns and df["model"].nunique() > 1 else None
-    if ax is None:
-        n_boxes = len(order) * (df["model"].nunique() if hue else 1)
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * n_boxes + 2.5), 3.4))
-    else:
-        fig = ax.figure
-    with warnings.catch_warnings():
-        # seaborn 0.13 passes Matplotlib's deprecated `vert` to bxp (Matplotlib ≥ 3.11 warns); not ours to fix
-        warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
-        sns.boxplot(data=df, x="method_label", y="score", hue=hue, order=order, ax=ax, fliersize=1.5, linewidth=0.8)
     if uniform is None and "cell" in df.columns and len(df):
         uniform = 1.0 / (int(df["cell"].max()) + 1)
-    if uniform is not None:
-        ax.axhline(uniform, ls="--", lw=1, color="tab:gray", label="uniform")
-        ax.text(ax.get_xlim()[1], uniform, " uniform", va="center", ha="left", fontsize=7, color="tab:gray")
-    ax.set(xlabel="", ylabel="localisation score", ylim=(-0.02, 1.02),
-           title="grid pointing game (share of positive attribution in the target's cell)")
-    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    ax.title.set_fontsize(9)
-    if hue:
-        ax.legend(fontsize=7, title="model", title_fontsize=7)
+    models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
+    if ax is not None:
+        hue = "model" if len(models) > 1 else None
+        panels, fig = [(ax, df, None, hue)], ax.figure
+    else:
+        fig, axes = _grid(len(models), 4.2, 0.42 * len(order) + 1.3, sharex=True)
+        panels = [(a, df if m is None else df[df["model"] == m], m, None) for a, m in zip(axes, models)]
+    for i, (a, d, model, hue) in enumerate(panels):
+        methods = [m for m in order if m in set(d["method_label"])]
+        with warnings.catch_warnings():
+            # seaborn 0.13 passes Matplotlib's deprecated `vert` to bxp (Matplotlib ≥ 3.11 warns); not ours to fix
+            warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
+            sns.boxplot(data=d, y="method_label", x="score", hue=hue, order=methods, orient="h", ax=a,
+                        fliersize=1.5, linewidth=0.8, color=None if hue else "tab:blue")
+        if uniform is not None:
+            a.axvline(uniform, ls="--", lw=1, color="tab:gray", label="uniform")
+            a.text(uniform, -0.6, f" uniform map: 1/{round(1 / uniform)}", va="bottom", ha="left", fontsize=8,
+                   color="tab:gray")
+        a.set(ylabel="", xlabel="localisation score (share in the target's cell)", xlim=(-0.02, 1.02))
+        a.set_title(str(model) if model is not None else "grid pointing game", fontsize=10)
+        a.tick_params(axis="both", labelsize=9)
+        if hue:
+            a.legend(fontsize=8, title="model", title_fontsize=8)
+    fig.suptitle("Grid pointing game: share of positive attribution in the target class's cell (higher is better)",
+                 fontsize=10)
     fig.tight_layout()
     return finished(fig)
 
@@ -314,18 +333,23 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     names = list(dict.fromkeys(df.loc[~is_random, "method"]))
     palette = dict(zip(names, sns.color_palette("tab10", len(names))))
     palette.update({n: (0.45, 0.45, 0.45) for n in dict.fromkeys(df.loc[is_random, "method"])})
-    dashes = {"most": "", "least": (4, 2), "random": (1, 1.5)}
+    dashes = {"most": "", "least": (5, 2), "random": ""}
     if ax is not None:
         fig, panels = ax.figure, [(ax, df, "pixel deletion" if len(models) > 1 else str(models[0] or "pixel deletion"))]
     else:
-        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 1.8, 3.3), squeeze=False, sharey=True)
+        fig, axes = _grid(len(models), 3.9, 3.3, sharey=True)
         panels = [(a, df if m is None else df[df["model"] == m], "pixel deletion" if m is None else str(m))
-                  for a, m in zip(axes[0], models)]
+                  for a, m in zip(axes, models)]
     for a, d, title in panels:
-        sns.lineplot(data=d, x="fraction", y="score", hue="method", palette=palette, style="order", dashes=dashes,
-                     marker="o", markersize=3, ax=a, legend=False)
-        a.set(xlabel="fraction of pixels removed", ylabel="probability of the predicted class", title=title,
+        rnd = d[d["order"] == "random"]
+        if len(rnd):   # the baseline: a broad light band under the curves, not one more dashed line
+            sns.lineplot(data=rnd, x="fraction", y="score", color=(0.75, 0.75, 0.75), lw=5, ax=a, legend=False,
+                         errorbar=None)
+        sns.lineplot(data=d[d["order"] != "random"], x="fraction", y="score", hue="method", palette=palette,
+                     style="order", dashes=dashes, marker="o", markersize=3, ax=a, legend=False)
+        a.set(xlabel="fraction of pixels removed", ylabel="probability of the predicted class",
               xlim=(0, 1), ylim=(-0.02, 1.02))
+        a.set_title(title, fontsize=10)
     from matplotlib.lines import Line2D
 
     present = set(df["order"])
@@ -336,9 +360,8 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     handles += [Line2D([], [], color="black", ls=(0, dashes[o]) if dashes[o] else "-", label=label)
                 for o, label in (("most", "most important first"), ("least", "least important first")) if o in present]
     if "random" in present:
-        handles += [blank, Line2D([], [], color=(0.45, 0.45, 0.45), ls=(0, dashes["random"]), marker="o",
-                                  markersize=3, label="random order (baseline)")]
-    legend = panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
+        handles += [blank, Line2D([], [], color=(0.75, 0.75, 0.75), lw=5, label="random order (baseline)")]
+    legend = panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
                                   frameon=False, handlelength=2.5)
     for text in legend.get_texts():
         if text.get_text() in ("method (colour)", "order of removal (line)"):

@@ -318,3 +318,20 @@ def test_the_committed_lock_has_no_stale_stage():
     names = stage_names((ROOT / "dvc.yaml").read_text())
     locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
     assert locked <= names, f"dvc.lock has entries of stages dvc.yaml does not: {sorted(locked - names)}"
+
+
+def test_plots_compare_the_models_of_each_group_instead_of_one_plot_per_model():
+    from bcos_lib.core.config import load_params
+    params = load_params()
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert not [n for n, st in dvc["stages"].items() if "plots" in st], "a per-model plot is back"
+    plots = {next(iter(p)): next(iter(p.values())) for p in dvc["plots"]}
+    groups = {e.group or "main" for e in params.models.values()}
+    assert {f"accuracy_{g}" for g in groups} <= set(plots)
+    main = [k for k, e in params.models.items() if not e.group]
+    assert list(plots["accuracy_main"]["y"]) == [f"results/train/{k}/history.csv" for k in main]
+    # the groups whose models score a localisation after every epoch get that curve too
+    assert plots["localisation_margin"]["y"]["results/train/margin_bcos/history.csv"][0] == "tracked_localisation_own"
+    assert "tracked_localisation_own" not in plots["localisation_margin"]["y"]["results/train/margin_std/history.csv"]
+    assert plots["localisation_bcosification"]["y"] == {f"results/train/{k}/history.csv": ["fixed_grid_localisation_mean"]
+                                                       for k, e in params.models.items() if e.group == "bcosification"}

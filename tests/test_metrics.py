@@ -294,7 +294,7 @@ def test_evaluation_plots_return_figures(bcos_model, std_model, test_ds):
         curves.append(d.assign(model=key))
     fig = plot_localisation(pd.concat(scores, ignore_index=True))
     uniform_lines = [line for line in fig.axes[0].lines if line.get_label() == "uniform"]
-    assert len(uniform_lines) == 1 and list(uniform_lines[0].get_ydata()) == [0.25, 0.25]
+    assert len(uniform_lines) == 1 and list(uniform_lines[0].get_xdata()) == [0.25, 0.25]
     fig2 = plot_deletion(pd.concat(curves, ignore_index=True))
     assert len(fig2.axes) == 2
     plt.close("all")

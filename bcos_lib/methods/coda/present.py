@@ -60,22 +60,25 @@ def plot_t_sweep(sweep: pd.DataFrame):
 
 
 def coda_figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
-    """``coda_t_sweep`` (localisation and accuracy vs T) and ``coda_vs_bcos`` (explanations of the
-    CoDA nets next to the B-cos CNN's on the same test images)."""
+    """``coda_t_sweep`` (localisation and accuracy vs T) and ``coda_vs_bcos`` (the own explanations of
+    the CoDA nets next to the B-cos CNN's on the same test images)."""
     from ...figures import plot_model_comparison
 
     figs: dict[str, Any] = {}
     sweep = t_sweep_table(results)
     if len(sweep) and sweep["localisation"].notna().any():
         figs["coda_t_sweep"] = plot_t_sweep(sweep)
-    saved = {r.key: {**r.explanations, "label": r.label} for r in results.values()
-             if r.explanations is not None and (r.method == "CoDA" and r.entry.group != T_SWEEP_GROUP
-                                                or r.entry.arch == "bcos_cnn" and not r.entry.group)}
-    # the CoDA net of the comparison is the T-sweep member with the paper's T when no separate one exists
-    if not any(results[k].method == "CoDA" for k in saved):
-        for r in results_of(results, method="CoDA", group=T_SWEEP_GROUP):
-            if r.explanations is not None and float(r.entry.kwargs.get("logit_temperature", 1000)) == 1000:
-                saved[r.key] = {**r.explanations, "label": r.label}
+    # the CoDA nets' own explanations (dynamic linear: W(x) x) beside the B-cos CNN's of the main
+    # comparison, on the same test images; of the T sweep, the net with the paper's T = 1000 (a hybrid
+    # is not dynamic linear in its input, so it has no own explanation there and is left out)
+    def own(r: ModelResult) -> bool:
+        return r.explanations is not None and bool(r.explanations.get("explainable", True))
+
+    coda = [r for r in results_of(results, method="CoDA") if own(r)
+            and (r.entry.group != T_SWEEP_GROUP
+                 or float(r.entry.kwargs.get("logit_temperature", CIFAR10_CONFIG["logit_temperature"])) == 1000)]
+    bcos = [r for r in results_of(results, method="bcos") if own(r) and not r.entry.group]
+    saved = {r.key: {**r.explanations, "label": r.label} for r in [*coda, *bcos]}
     if len(saved) > 1:
         figs["coda_vs_bcos"] = plot_model_comparison(saved)
     return figs

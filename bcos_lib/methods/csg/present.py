@@ -73,11 +73,16 @@ def plot_mis(per_filter: Mapping[str, np.ndarray]) -> Any:
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=7, alpha=0.55, color="C1" if gated else "C0")
         ax.hlines(v.mean(), i - 0.3, i + 0.3, color="k", lw=2)
         ax.text(i + 0.32, v.mean(), f"{v.mean():.3f}", va="center", fontsize=7)
-    ax.set_xticks(range(len(per_filter)), list(per_filter), rotation=20, ha="right", fontsize=8)
-    ax.axhline(-0.9 * np.log(0.9) - 0.1 * np.log(0.1), ls=":", color="grey", lw=1)
-    ax.set_ylabel("max over classes of MI (nats)", fontsize=8)
-    ax.set_title("Mutual-information score: filters of CSG (orange) vs standard training (blue);\n"
-                 "bar = MIS, dotted = the most a filter can carry about one of 10 balanced classes", fontsize=8)
+    ax.set_xticks(range(len(per_filter)), list(per_filter), rotation=20, ha="right", fontsize=9)
+    bound = -0.9 * np.log(0.9) - 0.1 * np.log(0.1)   # H(1/10): all a filter can say about one of 10 balanced classes
+    ax.axhline(bound, ls=":", color="grey", lw=1)
+    ax.text(len(per_filter) - 0.5, bound, "most possible for one of 10 classes", ha="right", va="bottom", fontsize=8,
+            color="grey")
+    top = max([bound] + [float(np.max(v)) for v in per_filter.values() if len(v)])
+    ax.set_ylim(0, 1.1 * top)   # the bound always on the axis
+    ax.set_ylabel("max over classes of MI (nats)", fontsize=9)
+    ax.set_title("Mutual-information score per filter: CSG (orange) vs standard training (blue);\n"
+                 "black bar = MIS, the mean over filters", fontsize=9)
     fig.tight_layout()
     from ...figures import finished
     return finished(fig)
@@ -91,12 +96,16 @@ def top_filters(mi: np.ndarray, gate: np.ndarray | None, cls: int, k: int = 3) -
 
 def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray]], class_name: str) -> Any:
     """What a class's top filters see: for each model (row), each image and each of the class's top
-    filters, the filter's activation map (upsampled) over the image.  ``rows``: label →
-    (feature maps (N, C, h, w) of ``images``, the top filters' indices)."""
+    filters, the filter's positive activation (upsampled) over the image, opaque where it fires most
+    and transparent where it is silent.  ``rows``: label → (feature maps (N, C, h, w) of ``images``,
+    the top filters' indices)."""
     import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     n_img, k = len(images), max(len(f) for _, f in rows.values())
-    fig, axes = plt.subplots(len(rows), n_img * k, figsize=(1.05 * n_img * k, 1.25 * len(rows) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_img * k, figsize=(1.35 * n_img * k + 1.2, 1.55 * len(rows) + 0.7),
+                             squeeze=False)
     size = images.shape[-2:]
+    cmap = colormaps["inferno"]
     for r, (label, (maps, filters)) in enumerate(rows.items()):
         up = F.interpolate(maps[:, filters].clamp_min(0), size=size, mode="bilinear", align_corners=False)
         for i in range(n_img):
@@ -104,16 +113,22 @@ def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray
                 ax = axes[r, i * k + j]
                 ax.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
                 m = up[i, j]
-                ax.imshow(m / m.max().clamp_min(1e-12), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+                peak = float(m.max())
+                if peak > 1e-12:
+                    norm = (m / peak).numpy()
+                    rgba = cmap(norm)
+                    rgba[..., 3] = 0.85 * norm   # where the filter is silent, the image shows through
+                    ax.imshow(rgba)
+                else:
+                    ax.text(0.5, 0.5, "silent", transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                            color="white")
                 ax.set_xticks([]), ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(f"image {i + 1}, top {j + 1}", fontsize=6)
-                if i == 0 and j == 0:
-                    ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-                else:
-                    ax.set_xlabel(f"filter {filters[j]}", fontsize=5)
-        axes[r, 0].set_xlabel(f"filter {filters[0]}", fontsize=5)
-    fig.suptitle(f"Where the top filters of class “{class_name}” fire (each map scaled to its max)", fontsize=8)
+                    ax.set_title(f"image {i + 1}, filter #{j + 1}", fontsize=8)
+                ax.set_xlabel(f"filter {filters[j]}", fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+    fig.suptitle(f"Where the top filters of class “{class_name}” fire (each map scaled to its own maximum; "
+                 "transparent where the filter is silent)", fontsize=10)
     fig.tight_layout()
     from ...figures import finished
     return finished(fig)

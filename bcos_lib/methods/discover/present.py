@@ -102,24 +102,30 @@ def plot_winning_neurons(model: nn.Module, images: Tensor, labels: Tensor, class
     win = winning_neurons(model, images, layer, n_neurons)
     names = dissection.set_index("neuron")["label"]
     n = len(images)
-    fig, axes = plt.subplots(n, n_neurons + 1, figsize=(1.9 * (n_neurons + 1), 2.0 * n), squeeze=False)
+    fig, axes = plt.subplots(n, n_neurons + 1, figsize=(2.0 * (n_neurons + 1) + 0.8, 2.1 * n + 0.6), squeeze=False)
+    mappable = None
     for i in range(n):
         img = images[i].float().mean(0)
         ax = axes[i, 0]
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{classes[int(labels[i])]}\n→ {classes[int(win['pred'][i])]}", fontsize=8)
+        ax.set_title(f"true: {classes[int(labels[i])]}\npredicted: {classes[int(win['pred'][i])]}", fontsize=8)
         for j in range(n_neurons):
             ax = axes[i, j + 1]
             m = F.interpolate(win["maps"][i, j][None, None], size=img.shape, mode="bilinear", align_corners=False)[0, 0]
+            m = m.clamp_min(0)
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(m.clamp_min(0), cmap="inferno", alpha=0.6)
+            mappable = ax.imshow(m / m.max().clamp_min(1e-12), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             k = int(win["neurons"][i, j])
-            ax.set_title(f"#{k}: {names.get(k, '?')}\n(+{float(win['contribution'][i, j]):.2f})", fontsize=7)
+            ax.set_title(f"neuron {k}: “{names.get(k, '?')}”\nadds {float(win['contribution'][i, j]):+.2f} to the logit",
+                         fontsize=8)
         for ax in axes[i]:
             ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), fraction=0.025, pad=0.02)
+        bar.set_label("activation (scaled to its maximum)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle((title + "\n" if title else "") + "each neuron's text label (dissection) and what it adds to the "
+                 "predicted class's logit; its activation map over the image", fontsize=9)
     from ...figures import finished
     return finished(fig)
 

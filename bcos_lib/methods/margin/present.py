@@ -53,13 +53,16 @@ def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
         for m, (ep, sc) in s.items():
             if m != "own" and r in post:
                 ax.plot(ep, sc, ls="--", marker="s", label=f"{r.label or r.key}: {method_label(m)}")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set(xlabel="epoch", ylabel="localisation (fixed grids)", title="own explanation vs post-hoc, per epoch")
-    ax.legend(fontsize=7)
-    ax2.axhline(0.1, color="grey", ls=":", lw=1, label="target margin 0.1")
+    ax.legend(fontsize=8)
     ax2.axhline(0, color="black", lw=0.5)
-    title = f"margin over {method_label(best[1])} on `{best[0]}`" if best else "margin"
-    ax2.set(xlabel="epoch", ylabel="own − best post-hoc", title=title)
-    ax2.legend(fontsize=7)
+    title = f"margin over {method_label(best[1])} on {best[0]}" if best else "margin"
+    ax2.set(xlabel="epoch", ylabel="own − best post-hoc (localisation)", title=title)
+    ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
     fig.tight_layout()
     return {"margin": fig}
 
