@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(e).split()).replace(str(path), display_path(path))
         print(f"error: {message} (nothing was run or written: fix it and run again)", file=sys.stderr)
         return 2
+    data = Path(p.data.root) if Path(p.data.root).is_absolute() else project_root() / p.data.root
+    if not data.is_dir():   # the data stage, next, would stop on DVC's bare "missing dependency"
+        print(f"error: the data folder {display_path(data)} (data.root) does not exist: run `make data` "
+              f"(it installs or downloads Fashion-MNIST and checks it), or set data.root to your data", file=sys.stderr)
+        return 2
     folder = Path(args.out) if args.out else project_root() / FOLDER
     written = write_settings(p, folder)
     print(f"settings of {len(p.models)} models (profile {p.base.profile}) in {display_path(folder)}: "

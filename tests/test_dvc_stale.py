@@ -58,8 +58,8 @@ def scratch(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "bcos_lib", dst / "bcos_lib", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "dvc.yaml", dst / "dvc.yaml")
     _run(["git", "init", "-q"], dst)
-    (dst / "data").mkdir()
-    (dst / "data" / "stand-in.txt").write_text("data\n")
+    (dst / "data" / "fashion-mnist").mkdir(parents=True)
+    (dst / "data" / "fashion-mnist" / "stand-in.txt").write_text("data\n")
     _run([sys.executable, "-m", "bcos_lib.settings"], dst)
     stages = yaml.safe_load((dst / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():
