@@ -292,10 +292,12 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
             "outs": [_persist(f"results/evaluate/{key}/tables"), _persist(f"results/notebooks/40_evaluate_{key}.ipynb"),
                      _persist(f"results/evaluate/{key}/metrics.json", cache=False)],
         }
+    from .core.registry import list_methods
+    loaded = {m for method in list_methods() for m in method.figures_load}
     stages["figures"] = {
         "cmd": _cmd("figures"),
         "deps": [data_dep, settings_path("figures"), "results/train", "results/explain", "results/evaluate",
-                 *(f"models/{key}.pt" for key in params.models),
+                 *(f"models/{key}.pt" for key in params.models if loaded & set(metrics_of(key, "evaluate"))),
                  *_code(root, "figures", _all_sides(SHARED_SIDES["figures"]) + _metric_modules(
                      sorted({m for k in params.models for m in metrics_of(k, "evaluate")})))],
         "outs": [_persist("figures", cache=False), _persist("results/report.md", cache=False),

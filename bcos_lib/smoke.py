@@ -42,7 +42,7 @@ def smoke_commands(out: str, models: Sequence[str], profile: str = "smoke") -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .core.paths import project_root
-    from .report import update_readme
+    from .readme import update_readme
 
     ap = argparse.ArgumentParser(prog="python -m bcos_lib.smoke", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(SMOKE_MODELS), help="model keys of params.yaml, comma-separated")

@@ -19,7 +19,7 @@ def test_a_truncated_data_file_stops_dvc_repro_and_nothing_records_it(tmp_path):
     victim = root / "data" / "fashion-mnist" / "t10k-labels-idx1-ubyte"
     victim.write_bytes(victim.read_bytes()[:5000])
     cache_before = sorted(p.relative_to(root) for p in (root / ".dvc").rglob("*") if p.is_file())
-    p = sh(["dvc", "repro", "data"], root, timeout=600, ok=False)
+    p = sh(["dvc", "repro", "-s", "data"], root, timeout=600, ok=False)
     out = p.stdout + p.stderr
     assert p.returncode != 0, out[-4000:]
     assert "t10k-labels-idx1-ubyte has 5000 bytes" in out and "make data" in out, out[-4000:]

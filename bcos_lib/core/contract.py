@@ -100,6 +100,9 @@ class MethodSpec:
     groups: tuple[str, ...] = ()    # the params.yaml groups its figures and tables draw
     metrics: tuple[str, ...] = ()   # the metrics its metrics.py registers
     order: int = 100                # where its report section goes (smaller first)
+    #: its figures load the trained models that ran these metrics (e.g. CSG's filter maps: the models
+    #: scored with "mis"); dvc.yaml lists those model files as dependencies of the figures stage
+    figures_load: tuple[str, ...] = ()
 
 
 @dataclass
@@ -116,6 +119,7 @@ class Method:
     groups: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     order: int = 100
+    figures_load: tuple[str, ...] = ()
     package: str = ""   # e.g. "bcos_lib.methods.coda"; empty for a method defined in code
     options: type | None = None
     training: Callable[[nn.Module, Any, Any], TrainHooks] | None = None
@@ -129,7 +133,8 @@ class Method:
     @classmethod
     def from_spec(cls, spec: MethodSpec, package: str) -> "Method":
         return cls(name=spec.name, paper=spec.paper, models=tuple(spec.models), groups=tuple(spec.groups),
-                   metrics=tuple(spec.metrics), order=spec.order, package=package)
+                   metrics=tuple(spec.metrics), order=spec.order, figures_load=tuple(spec.figures_load),
+                   package=package)
 
     def side(self, name: str) -> Any:
         """The module ``<package>.<name>`` (``model``, ``metrics``, ``present``), imported on first

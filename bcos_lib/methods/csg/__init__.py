@@ -22,4 +22,5 @@ METHOD = MethodSpec(
     groups=("csg",),
     metrics=("mis", "gate", "filter_localisation", "adversarial_detection"),
     order=50,
+    figures_load=("mis",),   # the filter maps run the models scored with the mutual-information score
 )

@@ -27,4 +27,5 @@ from ...core.contract import MethodSpec
 
 METHOD = MethodSpec(name="DISCOVER", paper="Panousis & Chatzis, DISCOVER: Making Vision Networks Interpretable via "
                     "Competition and Dissection, NeurIPS 2023",
-                    models=("lwta_cnn", "lwta_vit"), groups=("discover",), metrics=("activation_density", "dissection"), order=40)
+                    models=("lwta_cnn", "lwta_vit"), groups=("discover",), metrics=("activation_density", "dissection"), order=40,
+                    figures_load=("dissection",))   # the winning neurons of the dissected models
