@@ -13,8 +13,8 @@ shows the stored test images, their logits and the model's own explanation of it
 class (``contribution_map`` = Σ_channels W(x) ⊙ x, B-cos v2 §3; the colour explanation of
 B-cos v1 §3.5 where stored).  The explain stage stores no post-hoc attribution and only the
 predicted class (and the top classes of two images), so where ``models/<key>.pt`` is present
-the maps of every class and every attribution method of :mod:`bcos_lib.explain` (the
-model's own ``W(x) ⊙ x`` and captum's post-hoc methods, as the grid pointing game of CoDA Nets
+the maps of every class and every attribution of :mod:`bcos_lib.explain` (the
+model's own ``W(x) ⊙ x`` and captum's post-hoc attributions, as the grid pointing game of CoDA Nets
 §5.1 uses them) are computed here, for the first ``n_images`` images.  Each map is drawn as in
 the notebooks: red for the class, blue against it, symmetric at the 99.5th percentile of |map|.
 """
@@ -84,7 +84,7 @@ def render_rgba(rgba: Any) -> bytes:
 # ----------------------------------------------------------------------------- the explorer
 def _attribution_maps(model_path: Path, saved: dict[str, Any], n_images: int, params: Any,
                       log: Callable[[str], None]) -> dict[str, Any]:
-    """{method: (n, K, H, W) maps} for every class of the first ``n_images`` stored images."""
+    """{attribution: (n, K, H, W) maps} for every class of the first ``n_images`` stored images."""
     import torch
 
     from .explain import attribute, config_options, get_attribution, list_attributions, quiet_evaluation
@@ -112,12 +112,12 @@ def _attribution_maps(model_path: Path, saved: dict[str, Any], n_images: int, pa
         if params is not None:
             try:
                 opts = config_options(name, params.evaluate)
-            except Exception:  # noqa: BLE001 - a method without settings in params.yaml runs on its defaults
+            except Exception:  # noqa: BLE001 - an attribution without settings in params.yaml runs on its defaults
                 opts = {}
         t0 = time.perf_counter()
         try:
             out[name] = attribute(model, x, targets, name, **opts).detach().cpu().numpy()
-        except Exception as e:  # noqa: BLE001 - one method that cannot run on a model leaves the others
+        except Exception as e:  # noqa: BLE001 - one attribution that cannot run on a model leaves the others
             log(f"  {model_path.stem}: {name} not computed ({type(e).__name__}: {str(e).splitlines()[0]})")
             continue
         log(f"  {model_path.stem}: {name} for {len(x)} images × {n_classes} classes "
@@ -129,18 +129,18 @@ def build_explorer(explain_dir: Path, models_dir: Path | None, out: Path, n_imag
                    params: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Render the explorer's PNGs and its index (``out/index.js``) from the explain stage's files.
 
-    ``out`` gets ``<key>/img_<i>.png`` (the images), ``<key>/<i>_<class>_<method>.png`` (the
+    ``out`` gets ``<key>/img_<i>.png`` (the images), ``<key>/<i>_<class>_<attribution>.png`` (the
     maps) and ``<key>/<i>_<class>_colour.png`` (stored colour explanations).  Returns the index:
     per model its label, classes, and per image the true label, the logits and the available
-    maps by class and method.
+    maps by class and attribution.
     """
-    from .explain import method_label
+    from .explain import attribution_label
     from .core.utils import safe_torch_load
 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    index: dict[str, Any] = {"models": [], "methods": {}}
+    index: dict[str, Any] = {"models": [], "attributions": {}}
     for f in sorted(Path(explain_dir).glob("*/explanations.pt")):
         saved = safe_torch_load(f)
         key = str(saved.get("key", f.parent.name))
@@ -160,16 +160,16 @@ def build_explorer(explain_dir: Path, models_dir: Path | None, out: Path, n_imag
             (mdir / f"img_{i}.png").write_bytes(render_image(images[i].float().numpy()))
             maps: dict[str, dict[str, Any]] = {}
 
-            def add(cls: int, method: str, png: bytes, scale: float | None) -> None:
-                name = f"{i}_{cls}_{method}.png"
+            def add(cls: int, attribution: str, png: bytes, scale: float | None) -> None:
+                name = f"{i}_{cls}_{attribution}.png"
                 (mdir / name).write_bytes(png)
-                maps.setdefault(str(cls), {})[method] = {"src": f"{key}/{name}", "scale": scale}
+                maps.setdefault(str(cls), {})[attribution] = {"src": f"{key}/{name}", "scale": scale}
 
-            for method, arr in computed.items():
+            for attribution, arr in computed.items():
                 for c in range(len(classes)):
                     png, lim = render_map(arr[i, c])
-                    add(c, method, png, lim)
-                index["methods"][method] = method_label(method)
+                    add(c, attribution, png, lim)
+                index["attributions"][attribution] = attribution_label(attribution)
             # what the explain stage stored: its own map of the predicted class (and of the top
             # classes of the first images), the colour explanation where the model has one
             own = "own" if saved.get("explainable") else "ixg"
@@ -184,10 +184,10 @@ def build_explorer(explain_dir: Path, models_dir: Path | None, out: Path, n_imag
                 if own not in maps.get(str(cls), {}):
                     png, lim = render_map(cmap.float().numpy())
                     add(cls, own, png, lim)
-                    index["methods"].setdefault(own, method_label(own))
+                    index["attributions"].setdefault(own, attribution_label(own))
                 if rgba is not None and "colour" not in maps.get(str(cls), {}):
                     add(cls, "colour", render_rgba(rgba.float().numpy()), None)
-                    index["methods"]["colour"] = "colour explanation (own)"
+                    index["attributions"]["colour"] = "colour explanation (own)"
             lg = logits[i]
             entry["images"].append({"index": int(saved["indices"][i]) if "indices" in saved else i,
                                     "src": f"{key}/img_{i}.png", "label": int(saved["labels"][i]),
@@ -195,7 +195,7 @@ def build_explorer(explain_dir: Path, models_dir: Path | None, out: Path, n_imag
                                     "maps": maps})
         index["models"].append(entry)
         log(f"explorer: {key}: {n_shown} images, "
-            f"{'every class and method' if computed else 'the stored explanations only (no model file)'}")
+            f"{'every class and attribution' if computed else 'the stored explanations only (no model file)'}")
     (out / "index.js").write_text("// generated by bcos_lib.book: the explorer's index\nwindow.EXPLORER = "
                                   + json.dumps(index, separators=(",", ":")) + ";\n")
     return index
@@ -208,7 +208,7 @@ explanation and the class logit are shown side by side; the bars list all the lo
 image. Red pixels speak for the class, blue against it (white: 0; the colours saturate at the
 value given under the map, the 99.5th percentile of |map|). **own** is the model's own
 explanation, Σ over channels of W(x) ⊙ x, which sums to the logit minus its fixed bias for the
-dynamic-linear models; the other methods are post-hoc attributions (captum) of the same model.
+dynamic-linear models; the other maps are post-hoc attributions (captum) of the same model.
 The pictures were rendered when this book was built, from the explain stage's
 `results/explain/<model>/explanations.pt`{computed}.
 
@@ -218,7 +218,7 @@ The pictures were rendered when this book was built, from the explain stage's
     <label>Model <select id="ex-model"></select></label>
     <label>Image <select id="ex-image"></select></label>
     <label>Class <select id="ex-class"></select></label>
-    <label>Explanation <select id="ex-method"></select></label>
+    <label>Explanation <select id="ex-attribution"></select></label>
   </div>
   <div class="explorer-panels">
     <figure><img id="ex-img" alt="input image"><figcaption id="ex-img-cap"></figcaption></figure>
@@ -243,7 +243,7 @@ EXPLORER_JS = r"""// The explanation explorer: plain JavaScript over window.EXPL
   }
   function model() { return D.models[+$("ex-model").value]; }
   function image() { return model().images[+$("ex-image").value]; }
-  function methodsOf(img, cls) { return Object.keys((img.maps[cls] || {})); }
+  function attributionsOf(img, cls) { return Object.keys((img.maps[cls] || {})); }
   function onModel() {
     var m = model();
     fill($("ex-image"), m.images.map(function (im, i) { return [i, "#" + im.index + " (" + m.classes[im.label] + ")"]; }), false);
@@ -258,18 +258,18 @@ EXPLORER_JS = r"""// The explanation explorer: plain JavaScript over window.EXPL
     onClass();
   }
   function onClass() {
-    var im = image(), ms = methodsOf(im, $("ex-class").value);
-    fill($("ex-method"), ms.map(function (k) { return [k, D.methods[k] || k]; }), true);
+    var im = image(), ms = attributionsOf(im, $("ex-class").value);
+    fill($("ex-attribution"), ms.map(function (k) { return [k, D.attributions[k] || k]; }), true);
     show();
   }
   function show() {
-    var m = model(), im = image(), c = +$("ex-class").value, k = $("ex-method").value;
+    var m = model(), im = image(), c = +$("ex-class").value, k = $("ex-attribution").value;
     $("ex-img").src = "_static/explorer/" + im.src;
     $("ex-img-cap").textContent = "true class: " + m.classes[im.label] + "; predicted: " + m.classes[im.pred];
     var e = (im.maps[c] || {})[k];
     if (e) {
       $("ex-map").src = "_static/explorer/" + e.src; $("ex-map").style.visibility = "visible";
-      $("ex-map-cap").textContent = (D.methods[k] || k) + " for " + m.classes[c] + " (logit " + im.logits[c].toFixed(2) + ")" + (e.scale ? "; colours saturate at ±" + e.scale.toPrecision(2) : "");
+      $("ex-map-cap").textContent = (D.attributions[k] || k) + " for " + m.classes[c] + " (logit " + im.logits[c].toFixed(2) + ")" + (e.scale ? "; colours saturate at ±" + e.scale.toPrecision(2) : "");
     } else {
       $("ex-map").removeAttribute("src"); $("ex-map").style.visibility = "hidden";
       $("ex-map-cap").textContent = "no explanation of " + m.classes[c] + " was rendered for this image (logit " + im.logits[c].toFixed(2) + ")";
@@ -282,7 +282,7 @@ EXPLORER_JS = r"""// The explanation explorer: plain JavaScript over window.EXPL
     $("ex-note").textContent = m.label + (m.explainable ? " explains itself (dynamic linear)." : " is not dynamic linear: its W(x) ⊙ x is Input×Gradient.") + (m.computed ? "" : " Only the explanations the explain stage stored are shown (its model file was not there when the book was built).");
   }
   fill($("ex-model"), D.models.map(function (m, i) { return [i, m.label + " (" + m.key + ")"]; }), false);
-  $("ex-model").onchange = onModel; $("ex-image").onchange = onImage; $("ex-class").onchange = onClass; $("ex-method").onchange = show;
+  $("ex-model").onchange = onModel; $("ex-image").onchange = onImage; $("ex-class").onchange = onClass; $("ex-attribution").onchange = show;
   onModel();
 })();
 """
@@ -440,7 +440,7 @@ def stage_sources(root: Path, src: Path, stage_notebooks: Path, tutorials: Path,
     # the explorer
     index = build_explorer(explain_dir, models_dir, src / "_static" / EXPLORER_DIR, n_images, params, log)
     computed = [m["key"] for m in index["models"] if m["computed"]]
-    note = (f"; the maps of every class and attribution method were computed from `models/<model>.pt` for the "
+    note = (f"; the maps of every class and attribution were computed from `models/<model>.pt` for the "
             f"first {n_images} images of " + ", ".join(f"`{k}`" for k in computed)) if computed else ""
     (src / "explorer.md").write_text(EXPLORER_PAGE.format(computed=note))
     (src / "_static" / "explorer.js").write_text(EXPLORER_JS)
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default=None,
                    help="the folder that holds the pipeline's results/ and models/ (default: the project root; "
                         "the executed tutorials are always those of make tutorials, results/tutorials/)")
-    p.add_argument("--n-images", type=int, default=4, help="images per model with every class and method rendered")
+    p.add_argument("--n-images", type=int, default=4, help="images per model with every class and attribution rendered")
     p.add_argument("--profile", default="default", help="params.yaml profile for the attribution settings")
     a = p.parse_args(argv)
     root = project_root()
@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.config import load_params
         params = load_params(root / "params.yaml", a.profile)
     except Exception as e:  # noqa: BLE001 - the attributions then run on their defaults
-        print(f"params.yaml not used ({e}); the attribution methods run with their defaults")
+        print(f"params.yaml not used ({e}); the attributions run with their defaults")
         params = None
     build_book(root, (root / a.out) if not Path(a.out).is_absolute() else Path(a.out),
                base / "results" / "notebooks", root / "results" / "tutorials", base / "results" / "explain",

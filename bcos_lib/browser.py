@@ -108,7 +108,7 @@ def explorer_states(driver: Any, url: str) -> list[dict[str, Any]]:
     driver.get(url)
     read = ("const m = document.getElementById('ex-map'), i = document.getElementById('ex-img');"
             "return {model: document.getElementById('ex-model').value, image: document.getElementById('ex-image').value,"
-            " cls: document.getElementById('ex-class').value, method: document.getElementById('ex-method').value,"
+            " cls: document.getElementById('ex-class').value, attribution: document.getElementById('ex-attribution').value,"
             " img: i.src, img_ok: i.complete && i.naturalWidth > 0, map: m.getAttribute('src') || '',"
             " map_ok: m.complete && m.naturalWidth > 0, caption: document.getElementById('ex-map-cap').textContent,"
             " logits: document.querySelectorAll('#ex-logits .ex-row').length};")
@@ -122,7 +122,7 @@ def explorer_states(driver: Any, url: str) -> list[dict[str, Any]]:
         return {"change": change, **s}
 
     states = [state("opened")]
-    for control in ("ex-method", "ex-class", "ex-image", "ex-model"):
+    for control in ("ex-attribution", "ex-class", "ex-image", "ex-model"):
         sel = Select(driver.find_element("id", control))
         options = [o.get_attribute("value") for o in sel.options]
         current = sel.first_selected_option.get_attribute("value")

@@ -343,7 +343,7 @@ def comparison_plots(params: Any) -> list[dict[str, Any]]:
             if "tracked_localisation" in tcfg.epoch_metrics:
                 entry = params.model(k)
                 own = getattr(create_model(entry.arch, **entry.kwargs), "dynamic_linear", False)
-                names = (ecfg.options.get("tracked_localisation") or {}).get("methods", ["own", "gradcam"])
+                names = (ecfg.options.get("tracked_localisation") or {}).get("attributions", ["own", "gradcam"])
                 columns.setdefault(history.format(k), []).extend(
                     f"tracked_localisation_{m}" for m in names if m != "own" or own)
         if columns:

@@ -1,5 +1,5 @@
-"""Explanations: the model's own (dynamic-linear networks, ``y(x) = W(x) x``) and the attribution
-methods that explain any model.
+"""Explanations: the model's own (dynamic-linear networks, ``y(x) = W(x) x``) and the post-hoc
+attributions that explain any model.
 
 Explanations of dynamic-linear networks: ``y(x) = W(x) x``.
 
@@ -20,16 +20,16 @@ is shared by all targets of a batch and the W's come from batched vector-Jacobia
 products.  Gradients never reach the model's parameters or the caller's tensors, and
 the model's train/eval mode is restored.
 
-**Attribution maps by name.** Attribution maps by method name: the model's own explanation and captum's post-hoc baselines.
+**Attribution maps by name.** Attribution maps by name: the model's own explanation and captum's post-hoc baselines.
 
 This is step 3 of the grid pointing game (CoDA Nets §5.1, B-cos v1 §5.2): for each class in
 the grid, the model's attribution for that class over the whole grid (B-cos / CoDA:
-``W(x) ⊙ x`` summed over channels; post-hoc methods: their own map).  :func:`attribute` returns every
-method's map in one shape, (N, T, H, W), summed over the input channels, so that the
-metrics in :mod:`bcos_lib.metrics` never need to know which method made a map.
+``W(x) ⊙ x`` summed over channels; post-hoc attributions: their own map).  :func:`attribute` returns every
+attribution's map in one shape, (N, T, H, W), summed over the input channels, so that the
+metrics in :mod:`bcos_lib.metrics` never need to know which attribution made a map.
 
-Methods live in a registry (:func:`register_attribution`; :func:`list_attributions` gives the
-names, :func:`method_label` how tables and figures call them); a method file of
+Attributions live in a registry (:func:`register_attribution`; :func:`list_attributions` gives the
+names, :func:`attribution_label` how tables and figures call them); a paper's method package of
 :mod:`bcos_lib.methods` may register more.  Built in:
 
 ``own``              the dynamic-linear explanation ``Σ_channels W(x) ⊙ x`` (:func:`bcos_lib.explain.explain`),
@@ -42,7 +42,7 @@ names, :func:`method_label` how tables and figures call them); a method file of
 ``deeplift``         DeepLIFT from a zero baseline (captum ``DeepLift``)
 ``guided_backprop``  Guided Backpropagation (captum ``GuidedBackprop``)
 
-The post-hoc methods are captum's, not re-implemented here; they see the model as
+The post-hoc attributions are captum's, not re-implemented here; they see the model as
 trained (explanation mode off), so on a B-cos model their gradients include the dynamic
 factors.  A B-cos network without ReLUs is positively homogeneous (f(αx) = α f(x) + b for
 α > 0), so its gradient is the same all along the path from 0 to x: Integrated Gradients
@@ -69,7 +69,7 @@ from .layers.explanation_mode import explanation_mode, is_explainable
 
 __all__ = ["Explanation", "explain", "colour_explanation", "dynamic_linear_output", "as_target_matrix", "Attribution",
            "register_attribution", "get_attribution", "list_attributions", "posthoc_attributions", "attribute",
-           "method_label", "config_options", "gradcam_layer", "quiet_evaluation"]
+           "attribution_label", "config_options", "gradcam_layer", "quiet_evaluation"]
 
 
 @dataclass
@@ -267,10 +267,10 @@ def colour_explanation(weights: Tensor, inputs: Tensor, smooth: int = 3, percent
     return torch.cat([rgb, alpha], 1).permute(0, 2, 3, 1).contiguous()
 
 
-# ============================================================================= attribution methods
+# ============================================================================= attributions
 @dataclass(frozen=True)
 class Attribution:
-    """An attribution method: ``fn(model, x, targets (N, T), options) -> maps (N, T, H, W)``.
+    """An attribution: ``fn(model, x, targets (N, T), options) -> maps (N, T, H, W)``.
 
     ``defaults``: the options it accepts, with their defaults; ``from_config``: the options that
     the evaluate section of params.yaml sets for it; ``needs_dynamic_linear``: only for models
@@ -292,39 +292,39 @@ _OTHER_LABELS = {"random": "random order"}
 def register_attribution(a: Attribution) -> Attribution:
     from .core.registry import ATTRIBUTIONS
     if a.name in _ATTRIBUTIONS or a.name in _OTHER_LABELS:
-        raise KeyError(f"attribution method {a.name!r} is registered twice")
+        raise KeyError(f"attribution {a.name!r} is registered twice")
     if a.name not in ATTRIBUTIONS:
-        raise KeyError(f"attribution method {a.name!r} is not declared in bcos_lib.core.registry.ATTRIBUTIONS "
+        raise KeyError(f"attribution {a.name!r} is not declared in bcos_lib.core.registry.ATTRIBUTIONS "
                        f"(params.yaml is checked against that list)")
     _ATTRIBUTIONS[a.name] = a
     return a
 
 
 def list_attributions() -> list[str]:
-    """Every registered attribution method, in registration order (the order of tables)."""
+    """Every registered attribution, in registration order (the order of tables)."""
     return list(_ATTRIBUTIONS)
 
 
 def posthoc_attributions() -> list[str]:
-    """The methods that explain any model (not only a dynamic-linear one)."""
+    """The attributions that explain any model (not only a dynamic-linear one)."""
     return [n for n in list_attributions() if not _ATTRIBUTIONS[n].needs_dynamic_linear]
 
 
 def get_attribution(name: str) -> Attribution:
     if name not in _ATTRIBUTIONS:
-        raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(_ATTRIBUTIONS)}")
+        raise ValueError(f"unknown attribution {name!r}; known: {', '.join(_ATTRIBUTIONS)}")
     return _ATTRIBUTIONS[name]
 
 
-def method_label(name: str) -> str:
-    """How plots and tables name a method (``"ig"`` → ``"Integrated Gradients"``)."""
+def attribution_label(name: str) -> str:
+    """How plots and tables name an attribution (``"ig"`` → ``"Integrated Gradients"``)."""
     if name in _OTHER_LABELS:
         return _OTHER_LABELS[name]
     return get_attribution(name).label
 
 
 def config_options(name: str, cfg: Any) -> dict[str, Any]:
-    """The options that the evaluate config ``cfg`` sets for method ``name``."""
+    """The options that the evaluate config ``cfg`` sets for attribution ``name``."""
     a = get_attribution(name)
     return a.from_config(cfg) if a.from_config is not None else {}
 
@@ -347,7 +347,7 @@ def quiet_evaluation(model: nn.Module) -> Iterator[None]:
 def _options(a: Attribution, opts: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(opts) - set(a.defaults))
     if unknown:
-        raise TypeError(f"attribution method {a.name!r} got unknown option(s) {unknown}; "
+        raise TypeError(f"attribution {a.name!r} got unknown option(s) {unknown}; "
                         f"it accepts: {', '.join(a.defaults) or 'none'}")
     return {**a.defaults, **opts}
 
@@ -390,7 +390,7 @@ def _resolve_layer(model: nn.Module, layer: nn.Module | str | None, x: Tensor) -
 
 
 def _per_target(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
-    """Run a one-target-per-row captum method on every (image, target) pair, ``chunk_size`` rows at a time.
+    """Run a one-target-per-row captum attribution on every (image, target) pair, ``chunk_size`` rows at a time.
 
     Each image is repeated once per target (rows n·T … n·T + T − 1 are image n), so one
     batched backward serves all targets of a chunk.  Returns (N, T, H, W), summed over channels.
@@ -428,8 +428,8 @@ def _occlusion(model: nn.Module, x: Tensor, targets: Tensor, o: dict[str, Any]) 
     return torch.cat(maps)
 
 
-def attribute(model: nn.Module, x: Tensor, targets: Tensor | int, method: str, **opts: Any) -> Tensor:
-    """Attribution maps of ``method`` for ``targets`` on the model inputs ``x`` (already encoded).
+def attribute(model: nn.Module, x: Tensor, targets: Tensor | int, attribution: str, **opts: Any) -> Tensor:
+    """Attribution maps of ``attribution`` for ``targets`` on the model inputs ``x`` (already encoded).
 
     ``targets``: an int, (N,) or (N, T) classes.  Returns (N, T, H, W): each map summed
     over the input channels (for ``"own"``, ``explain(...).contribution_map``).  The model
@@ -439,27 +439,27 @@ def attribute(model: nn.Module, x: Tensor, targets: Tensor | int, method: str, *
     ``internal_batch_size`` [64]; ``gradcam``: ``layer`` [the last spatial feature map,
     see :func:`gradcam_layer`], ``interpolate_mode`` [bilinear], ``relu`` [False];
     ``occlusion``: ``window`` [7], ``stride`` [= window], ``perturbations_per_eval`` [16];
-    every post-hoc method: ``chunk_size`` [64], the (image, target) rows per captum call.
+    every post-hoc attribution: ``chunk_size`` [64], the (image, target) rows per captum call.
     """
-    a = get_attribution(method)
+    a = get_attribution(attribution)
     if x.dim() != 4:
         raise ValueError(f"attribute expects model inputs (N, C, H, W), got {tuple(x.shape)}")
     o = _options(a, opts)
     targets = as_target_matrix(targets, len(x), x.device)
     if a.needs_dynamic_linear and not is_explainable(model):
-        raise ValueError(f"method {method!r} needs a dynamic-linear model (model.explainable); "
-                         f"{type(model).__name__} is not: use a post-hoc method ({', '.join(posthoc_attributions())})")
+        raise ValueError(f"attribution {attribution!r} needs a dynamic-linear model (model.explainable); "
+                         f"{type(model).__name__} is not: use a post-hoc attribution ({', '.join(posthoc_attributions())})")
     with quiet_evaluation(model), torch.enable_grad():
         return a.fn(model, x.detach(), targets, o)
 
 
-# ----------------------------------------------------------------------------- the built-in methods
+# ----------------------------------------------------------------------------- the built-in attributions
 def _own(model: nn.Module, x: Tensor, targets: Tensor, o: dict[str, Any]) -> Tensor:
     return explain(model, x, targets, colour=False).contribution_map.detach()
 
 
 def _captum(make: Callable[[nn.Module, Tensor, dict[str, Any]], Callable[[Tensor, Tensor], Tensor]]):
-    """A method from a factory of one-target-per-row captum calls (see :func:`_per_target`)."""
+    """An attribution from a factory of one-target-per-row captum calls (see :func:`_per_target`)."""
     def fn(model: nn.Module, x: Tensor, targets: Tensor, o: dict[str, Any]) -> Tensor:
         return _per_target(make(model, x, o), x, targets, o["chunk_size"])
     return fn

@@ -1,7 +1,7 @@
 """Faithfulness metrics beside pixel deletion: insertion, ROAD and faithfulness correlation.
 
-Each is registered as an evaluate metric and run for every attribution method of the model
-(``evaluate.methods``, own explanation included where the model has one) plus a random
+Each is registered as an evaluate metric and run for every attribution of the model
+(``evaluate.attributions``, own explanation included where the model has one) plus a random
 ranking, on a few test images (``evaluate.options.<metric>.n_images``), each explained for
 its predicted class.
 
@@ -75,13 +75,14 @@ def faithfulness_sample(ds: ImageDataset, n_images: int, seed: int) -> Tensor:
     return torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n_images]
 
 
-def explanation_maps(model: nn.Module, images: Tensor, method: str, seed: int = 0, batch_size: int = 64,
-                     device: torch.device | str = "cpu", **method_opts: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Attribution maps (N, 1, H, W) of ``method`` for the predicted classes (N,), as float64 arrays.
+def explanation_maps(model: nn.Module, images: Tensor, attribution: str, seed: int = 0, batch_size: int = 64,
+                     device: torch.device | str = "cpu", **attribution_opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Attribution maps (N, 1, H, W) of ``attribution`` for the predicted classes (N,), as float64 arrays.
 
-    ``method="random"``: uniform noise drawn with ``seed`` (the baseline ranking)."""
-    if method != "random" and method not in list_attributions():
-        raise ValueError(f"unknown attribution method {method!r}; known: {', '.join(list_attributions())}, random")
+    ``attribution="random"``: uniform noise drawn with ``seed`` (the baseline ranking)."""
+    if attribution != "random" and attribution not in list_attributions():
+        raise ValueError(f"unknown attribution {attribution!r}; known: {', '.join(list_attributions())}, "
+                         "random")
     maps, preds = [], []
     gen = torch.Generator().manual_seed(seed + 1)
     with quiet_evaluation(model):
@@ -89,10 +90,10 @@ def explanation_maps(model: nn.Module, images: Tensor, method: str, seed: int = 
             x = images[i:i + batch_size].to(device)
             with torch.no_grad():
                 predicted = model(prepare_input(model, x)).argmax(1)
-            if method == "random":
+            if attribution == "random":
                 m = torch.rand(len(x), *x.shape[2:], generator=gen)
             else:
-                m = attribute(model, prepare_input(model, x), predicted, method, **method_opts)[:, 0]
+                m = attribute(model, prepare_input(model, x), predicted, attribution, **attribution_opts)[:, 0]
             maps.append(m.detach().double().cpu())
             preds.append(predicted.cpu())
     return torch.cat(maps).unsqueeze(1).numpy(), torch.cat(preds).numpy()
@@ -171,34 +172,35 @@ def _bad(metric: str, what: str) -> Exception:
     return ConfigError(f"evaluate.options.{metric}: {what} (params.yaml, or a model's evaluate.options)")
 
 
-def _check_methods(metric: str, methods: list[str]) -> None:
+def _check_attributions(metric: str, attributions: list[str]) -> None:
     known = set(list_attributions()) | {"random"}
-    unknown = [m for m in methods if m not in known]
+    unknown = [m for m in attributions if m not in known]
     if unknown:
-        raise _bad(metric, f"unknown method(s) {unknown} in `methods`; known: {', '.join(sorted(known))}")
+        raise _bad(metric, f"unknown attribution(s) {unknown} in `attributions`; "
+                           f"known: {', '.join(sorted(known))}")
 
 
 @dataclass
 class InsertionOptions:
-    methods: list[str] = field(default_factory=list)   # [] = evaluate.methods; "random" is always added
+    attributions: list[str] = field(default_factory=list)   # [] = evaluate.attributions; "random" is always added
     n_images: int = ranged(32, ge=1)
     steps: int = ranged(10, ge=1)
 
     def __post_init__(self) -> None:
-        _check_methods("insertion", self.methods)
+        _check_attributions("insertion", self.attributions)
         if self.n_images < 1 or self.steps < 1:
             raise _bad("insertion", f"n_images and steps must be ≥ 1 (got {self.n_images}, {self.steps})")
 
 
 @dataclass
 class RoadOptions:
-    methods: list[str] = field(default_factory=list)
+    attributions: list[str] = field(default_factory=list)
     n_images: int = ranged(32, ge=1)
     percentages: list[float] = ranged(default_factory=lambda: [10.0, 30.0, 50.0, 70.0, 90.0], gt=0, lt=100)
     noise: float = ranged(0.01, ge=0)
 
     def __post_init__(self) -> None:
-        _check_methods("road", self.methods)
+        _check_attributions("road", self.attributions)
         if self.n_images < 1:
             raise _bad("road", f"n_images must be ≥ 1 (got {self.n_images})")
         if not self.percentages or any(not 0 < p < 100 for p in self.percentages):
@@ -209,39 +211,39 @@ class RoadOptions:
 
 @dataclass
 class FaithfulnessCorrelationOptions:
-    methods: list[str] = field(default_factory=list)
+    attributions: list[str] = field(default_factory=list)
     n_images: int = ranged(32, ge=1)
     nr_runs: int = ranged(50, ge=2)
     subset_fraction: float = ranged(0.1, gt=0, lt=1)   # share of the pixels in each random subset
 
     def __post_init__(self) -> None:
-        _check_methods("faithfulness_correlation", self.methods)
+        _check_attributions("faithfulness_correlation", self.attributions)
         if self.n_images < 1 or self.nr_runs < 2 or not 0 < self.subset_fraction < 1:
             raise _bad("faithfulness_correlation", f"need n_images ≥ 1, nr_runs ≥ 2 and subset_fraction in (0, 1) "
                                                    f"(got {self.n_images}, {self.nr_runs}, {self.subset_fraction})")
 
 
-def _methods(ctx: EvalContext, requested: list[str]) -> tuple[list[str], dict[str, str]]:
+def _attributions(ctx: EvalContext, requested: list[str]) -> tuple[list[str], dict[str, str]]:
     from .metrics import _applicable
-    wanted = list(dict.fromkeys([*(requested or ctx.cfg.methods), "random"]))
+    wanted = list(dict.fromkeys([*(requested or ctx.cfg.attributions), "random"]))
     skipped: dict[str, str] = {}
     return _applicable(ctx, wanted, skipped), skipped
 
 
-def _maps(ctx: EvalContext, method: str, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    opts = config_options(method, ctx.cfg) if method != "random" else {}
-    return explanation_maps(ctx.model, images, method, ctx.seed, ctx.cfg.batch_size * ctx.cfg.grid_size ** 2,
+def _maps(ctx: EvalContext, attribution: str, images: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    opts = config_options(attribution, ctx.cfg) if attribution != "random" else {}
+    return explanation_maps(ctx.model, images, attribution, ctx.seed, ctx.cfg.batch_size * ctx.cfg.grid_size ** 2,
                             ctx.device, **opts)
 
 
-def _ranking_maps(ctx: EvalContext, method: str, images: Tensor, skipped: dict[str, str],
+def _ranking_maps(ctx: EvalContext, attribution: str, images: Tensor, skipped: dict[str, str],
                   metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`_maps`, or None (recorded in ``skipped`` and logged) when every map is constant and
     so ranks no pixel."""
-    maps, predicted = _maps(ctx, method, images)
+    maps, predicted = _maps(ctx, attribution, images)
     if _degenerate(maps):
-        skipped[method] = "every attribution map is constant, so it ranks no pixel"
-        ctx.log(f"evaluate: skipping {method!r} for {metric}: {skipped[method]}")
+        skipped[attribution] = "every attribution map is constant, so it ranks no pixel"
+        ctx.log(f"evaluate: skipping {attribution!r} for {metric}: {skipped[attribution]}")
         return None
     return maps, predicted
 
@@ -250,28 +252,28 @@ def insertion_metric(ctx: EvalContext) -> MetricResult | None:
     """Insertion curves (most important first; random: the baseline) and their areas."""
     from .metrics import deletion_auc, pixel_deletion
     o = ctx.options or InsertionOptions()
-    methods, skipped = _methods(ctx, o.methods)
+    attributions, skipped = _attributions(ctx, o.attributions)
     frames, aucs = [], {}
-    for m in methods:
+    for m in attributions:
         opts = config_options(m, ctx.cfg) if m != "random" else {}
         df = pixel_deletion(ctx.model, ctx.test_data, m, o.n_images, o.steps, ctx.seed, "most", ctx.device,
                             batch_size=ctx.cfg.batch_size * ctx.cfg.grid_size ** 2, insertion=True,
-                            method_options=opts)
+                            attribution_options=opts)
         frames.append(df)
         aucs[m] = {"auc": deletion_auc(df)}
         ctx.log(f"evaluate: {m:<16} insertion AUC {aucs[m]['auc']:.3f} ({o.n_images} images)")
     summary = {"settings": {"n_images": int(min(o.n_images, len(ctx.test_data))), "steps": int(o.steps),
-                            "seed": int(ctx.seed)}, "methods": aucs, "skipped": skipped}
+                            "seed": int(ctx.seed)}, "attributions": aucs, "skipped": skipped}
     return MetricResult(summary, {"insertion": pd.concat(frames, ignore_index=True)})
 
 
 def road_metric(ctx: EvalContext) -> MetricResult | None:
     """ROAD (Quantus) with MoRF and LeRF orders: accuracy per percentage and the mean over them."""
     o = ctx.options or RoadOptions()
-    methods, skipped = _methods(ctx, o.methods)
+    attributions, skipped = _attributions(ctx, o.attributions)
     images = ctx.test_data.images[faithfulness_sample(ctx.test_data, o.n_images, ctx.seed)]
     rows, stats = [], {}
-    for m in methods:
+    for m in attributions:
         ranked = _ranking_maps(ctx, m, images, skipped, "ROAD")
         if ranked is None:
             continue
@@ -280,24 +282,25 @@ def road_metric(ctx: EvalContext) -> MetricResult | None:
         for order in ("morf", "lerf"):
             acc = road_curve(ctx.model, images, maps, predicted, o.percentages, order, o.noise, ctx.seed,
                              ctx.device)
-            rows += [{"method": m, "order": order, "percentage": float(p), "accuracy": float(a)}
+            rows += [{"attribution": m, "order": order, "percentage": float(p), "accuracy": float(a)}
                      for p, a in zip(o.percentages, acc)]
             stats[m][order] = float(acc.mean())
         ctx.log(f"evaluate: {m:<16} ROAD accuracy MoRF {stats[m]['morf']:.3f}, LeRF {stats[m]['lerf']:.3f} "
                 f"({len(images)} images)")
     summary = {"settings": {"n_images": int(len(images)), "percentages": [float(p) for p in o.percentages],
-                            "noise": float(o.noise), "seed": int(ctx.seed)}, "methods": stats, "skipped": skipped}
+                            "noise": float(o.noise), "seed": int(ctx.seed)},
+               "attributions": stats, "skipped": skipped}
     return MetricResult(summary, {"road": pd.DataFrame(rows)})
 
 
 def faithfulness_correlation_metric(ctx: EvalContext) -> MetricResult | None:
     """Faithfulness correlation (Quantus) per image; summary: mean, std and the images it is defined on."""
     o = ctx.options or FaithfulnessCorrelationOptions()
-    methods, skipped = _methods(ctx, o.methods)
+    attributions, skipped = _attributions(ctx, o.attributions)
     images = ctx.test_data.images[faithfulness_sample(ctx.test_data, o.n_images, ctx.seed)]
     subset = max(1, round(o.subset_fraction * images.shape[-1] * images.shape[-2]))
     rows, stats = [], {}
-    for m in methods:
+    for m in attributions:
         ranked = _ranking_maps(ctx, m, images, skipped, "faithfulness correlation")
         if ranked is None:
             continue
@@ -306,10 +309,10 @@ def faithfulness_correlation_metric(ctx: EvalContext) -> MetricResult | None:
         ok = np.isfinite(r)
         stats[m] = {"mean": float(r[ok].mean()) if ok.any() else 0.0,
                     "std": float(r[ok].std()) if ok.any() else 0.0, "n": int(ok.sum())}
-        rows += [{"method": m, "image": i, "correlation": float(v)} for i, v in enumerate(r)]
+        rows += [{"attribution": m, "image": i, "correlation": float(v)} for i, v in enumerate(r)]
         ctx.log(f"evaluate: {m:<16} faithfulness correlation {stats[m]['mean']:.3f} ({stats[m]['n']} images)")
     summary = {"settings": {"n_images": int(len(images)), "nr_runs": int(o.nr_runs), "subset_size": int(subset),
-                            "seed": int(ctx.seed)}, "methods": stats, "skipped": skipped}
+                            "seed": int(ctx.seed)}, "attributions": stats, "skipped": skipped}
     return MetricResult(summary, {"faithfulness_correlation": pd.DataFrame(rows)})
 
 

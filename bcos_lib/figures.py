@@ -254,12 +254,12 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], losses: dict[str, s
     return finished(fig)
 
 
-def _method_labels(methods: pd.Series) -> pd.Series:
-    """Method names → their plot labels (``bcos_lib.explain.method_label``); unknown names stay."""
-    from .explain import list_attributions, method_label
+def _attribution_labels(attributions: pd.Series) -> pd.Series:
+    """Attribution names → their plot labels (``bcos_lib.explain.attribution_label``); unknown names stay."""
+    from .explain import attribution_label, list_attributions
 
     known = set(list_attributions()) | {"random"}
-    return methods.map(lambda m: method_label(m) if m in known else m)
+    return attributions.map(lambda m: attribution_label(m) if m in known else m)
 
 
 def _grid(n: int, width: float, height: float, ncol_max: int = 3, **kw: Any) -> tuple[Figure, list[Any]]:
@@ -277,12 +277,12 @@ def _grid(n: int, width: float, height: float, ncol_max: int = 3, **kw: Any) -> 
 def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | None = None) -> Figure:
     """Grid pointing game scores (the rows of ``bcos_lib.metrics.score_grids``, several models
     concatenated with a ``model`` column): one panel per model (rows of three), a horizontal box
-    per attribution method, and a dashed line at the score of a uniform map, 1/n² (from
+    per attribution, and a dashed line at the score of a uniform map, 1/n² (from
     ``uniform`` or the number of cells per grid).  With ``ax``: one panel, the models as colours."""
     import seaborn as sns
 
-    df = scores.assign(method_label=_method_labels(scores["method"]))
-    order = list(dict.fromkeys(df["method_label"]))
+    df = scores.assign(attribution_label=_attribution_labels(scores["attribution"]))
+    order = list(dict.fromkeys(df["attribution_label"]))
     if uniform is None and "cell" in df.columns and len(df):
         uniform = 1.0 / (int(df["cell"].max()) + 1)
     models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
@@ -293,11 +293,11 @@ def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | Non
         fig, axes = _grid(len(models), 4.2, 0.42 * len(order) + 1.3, sharex=True)
         panels = [(a, df if m is None else df[df["model"] == m], m, None) for a, m in zip(axes, models)]
     for i, (a, d, model, hue) in enumerate(panels):
-        methods = [m for m in order if m in set(d["method_label"])]
+        attributions = [m for m in order if m in set(d["attribution_label"])]
         with warnings.catch_warnings():
             # seaborn 0.13 passes Matplotlib's deprecated `vert` to bxp (Matplotlib ≥ 3.11 warns); not ours to fix
             warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
-            sns.boxplot(data=d, y="method_label", x="score", hue=hue, order=methods, orient="h", ax=a,
+            sns.boxplot(data=d, y="attribution_label", x="score", hue=hue, order=attributions, orient="h", ax=a,
                         fliersize=1.5, linewidth=0.8, color=None if hue else "tab:blue")
         if uniform is not None:
             a.axvline(uniform, ls="--", lw=1, color="tab:gray", label="uniform")
@@ -317,22 +317,22 @@ def plot_localisation(scores: pd.DataFrame, ax: Any = None, uniform: float | Non
 def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     """Pixel-deletion curves (the rows of ``bcos_lib.metrics.pixel_deletion``, several models
     concatenated with a ``model`` column): the mean probability of the predicted class
-    against the fraction of pixels removed, one colour per attribution method (the same in every
+    against the fraction of pixels removed, one colour per attribution (the same in every
     panel), solid = most important first, dashed = least important first; the random order,
     the baseline of both, is one grey dotted line.  The legend has one entry for each of these.
-    One panel per model (one axis when ``ax`` is given: then the colours name model and method)."""
+    One panel per model (one axis when ``ax`` is given: then the colours name model and attribution)."""
     import seaborn as sns
 
     if deletion.empty:
-        raise ValueError("no pixel-deletion results to plot (evaluate.deletion_methods was empty)")
-    df = deletion.assign(method=_method_labels(deletion["method"]))
+        raise ValueError("no pixel-deletion results to plot (evaluate.deletion_attributions was empty)")
+    df = deletion.assign(attribution=_attribution_labels(deletion["attribution"]))
     models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
     if ax is not None and len(models) > 1:
-        df = df.assign(method=df["model"].astype(str) + ": " + df["method"])
+        df = df.assign(attribution=df["model"].astype(str) + ": " + df["attribution"])
     is_random = df["order"] == "random"
-    names = list(dict.fromkeys(df.loc[~is_random, "method"]))
+    names = list(dict.fromkeys(df.loc[~is_random, "attribution"]))
     palette = dict(zip(names, sns.color_palette("tab10", len(names))))
-    palette.update({n: (0.45, 0.45, 0.45) for n in dict.fromkeys(df.loc[is_random, "method"])})
+    palette.update({n: (0.45, 0.45, 0.45) for n in dict.fromkeys(df.loc[is_random, "attribution"])})
     dashes = {"most": "", "least": (5, 2), "random": ""}
     if ax is not None:
         fig, panels = ax.figure, [(ax, df, "pixel deletion" if len(models) > 1 else str(models[0] or "pixel deletion"))]
@@ -345,7 +345,7 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
         if len(rnd):   # the baseline: a broad light band under the curves, not one more dashed line
             sns.lineplot(data=rnd, x="fraction", y="score", color=(0.75, 0.75, 0.75), lw=5, ax=a, legend=False,
                          errorbar=None)
-        sns.lineplot(data=d[d["order"] != "random"], x="fraction", y="score", hue="method", palette=palette,
+        sns.lineplot(data=d[d["order"] != "random"], x="fraction", y="score", hue="attribution", palette=palette,
                      style="order", dashes=dashes, marker="o", markersize=3, ax=a, legend=False)
         a.set(xlabel="fraction of pixels removed", ylabel="probability of the predicted class",
               xlim=(0, 1), ylim=(-0.02, 1.02))
@@ -354,7 +354,7 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
 
     present = set(df["order"])
     blank = Line2D([], [], ls="none", label=" ")
-    handles = [Line2D([], [], ls="none", label="method (colour)")]
+    handles = [Line2D([], [], ls="none", label="attribution (colour)")]
     handles += [Line2D([], [], color=palette[n], marker="o", markersize=3, label=n) for n in names]
     handles += [blank, Line2D([], [], ls="none", label="order of removal (line)")]
     handles += [Line2D([], [], color="black", ls=(0, dashes[o]) if dashes[o] else "-", label=label)
@@ -364,7 +364,7 @@ def plot_deletion(deletion: pd.DataFrame, ax: Any = None) -> Figure:
     legend = panels[-1][0].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
                                   frameon=False, handlelength=2.5)
     for text in legend.get_texts():
-        if text.get_text() in ("method (colour)", "order of removal (line)"):
+        if text.get_text() in ("attribution (colour)", "order of removal (line)"):
             text.set_fontweight("bold")
     fig.tight_layout()
     return finished(fig)

@@ -13,7 +13,7 @@ says at a glance whether the central claim moved:
     grid-pointing localisation of the model's own explanation (B-cos v2 §5.1: the share of
     positive attribution that falls in the cell of the class explained), when it has one;
 ``loc_posthoc``
-    the best post-hoc method's localisation on the same model (the baseline the own
+    the best post-hoc attribution's localisation on the same model (the baseline the own
     explanation is compared with);
 ``del_own``
     pixel deletion, area under the target-probability curve with the own explanation's most
@@ -55,13 +55,13 @@ def headline(r: ModelResult) -> dict[str, float]:
     out: dict[str, float] = {}
     if r.train and r.train.get("test_accuracy") is not None:
         out["accuracy"] = float(r.train["test_accuracy"])
-    loc = (r.metric("localisation") or {}).get("methods", {})
+    loc = (r.metric("localisation") or {}).get("attributions", {})
     if "own" in loc:
         out["loc_own"] = float(loc["own"]["mean"])
     posthoc = [s["mean"] for m, s in loc.items() if m != "own"]
     if posthoc:
         out["loc_posthoc"] = float(max(posthoc))
-    dele = (r.metric("deletion") or {}).get("methods", {})
+    dele = (r.metric("deletion") or {}).get("attributions", {})
     if "own" in dele:
         out["del_own"] = float(dele["own"]["auc_most"])
     return {k: round(v, _DIGITS) for k, v in out.items()}

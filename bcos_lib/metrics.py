@@ -17,8 +17,8 @@
 
 The pool is the *model's* own (which images it gets right and how confidently), so two
 models are scored on different grids — as in the public code.  For one model, every
-method is scored on the same grids (drawn once, from a pool that does not depend on the
-method), and the first k of n grids drawn with a seed are the k grids drawn with that seed.
+attribution is scored on the same grids (drawn once, from a pool that does not depend on the
+attribution), and the first k of n grids drawn with a seed are the k grids drawn with that seed.
 
 **Pixel deletion**: remove the pixels an attribution ranks most (or least) important first,
 in equal steps, and follow the probability of the originally predicted class; a good
@@ -164,10 +164,10 @@ def localisation_scores(attributions: Tensor, n: int, smooth: int = 1, cells: Te
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(total))
 
 
-def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n: int = 3, smooth: int = 1,
-                batch_size: int = 16, device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
+def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, attribution: str, n: int = 3, smooth: int = 1,
+                batch_size: int = 16, device: torch.device | str = "cpu", **attribution_opts: Any) -> pd.DataFrame:
     """Steps 3–4 on given grids: one row per (grid, cell) with columns grid, cell, target, score,
-    score_unsmoothed (the same map scored with ``smooth`` = 1) and method.
+    score_unsmoothed (the same map scored with ``smooth`` = 1) and attribution.
 
     ``batch_size`` grids at a time; all n² targets of a grid are attributed in one call (for
     ``"own"``: one shared forward pass and batched backward passes, see :func:`bcos_lib.explain.explain`).
@@ -176,7 +176,7 @@ def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n
     for i in range(0, len(grids), max(1, batch_size)):
         x = prepare_input(model, grids[i:i + batch_size].to(device))
         targets = classes[i:i + batch_size].to(device)
-        maps = attribute(model, x, targets, method, **method_opts)
+        maps = attribute(model, x, targets, attribution, **attribution_opts)
         scores.append(localisation_scores(maps, n, smooth).cpu())
         raw.append(scores[-1] if smooth <= 1 else localisation_scores(maps, n, 1).cpu())
     s = torch.cat(scores) if scores else torch.zeros(0, n * n)
@@ -188,40 +188,40 @@ def score_grids(model: nn.Module, grids: Tensor, classes: Tensor, method: str, n
         "target": classes[:g].reshape(-1).numpy(),
         "score": s.reshape(-1).double().numpy(),
         "score_unsmoothed": r.reshape(-1).double().numpy(),
-        "method": method,
+        "attribution": attribution,
     })
 
 
-def grid_pointing_game(model: nn.Module, ds: ImageDataset, method: str, n: int = 3, n_grids: int = 500,
+def grid_pointing_game(model: nn.Module, ds: ImageDataset, attribution: str, n: int = 3, n_grids: int = 500,
                        seed: int = 0, min_confidence: float = 0.5, smooth: int = 1, batch_size: int = 16,
-                       device: torch.device | str = "cpu", **method_opts: Any) -> pd.DataFrame:
-    """The grid pointing game (CoDA Nets §5.1) of ``method`` on ``model``: one row per (grid, cell).
+                       device: torch.device | str = "cpu", **attribution_opts: Any) -> pd.DataFrame:
+    """The grid pointing game (CoDA Nets §5.1) of ``attribution`` on ``model``: one row per (grid, cell).
 
-    Columns: grid, cell, target (the cell's class), score (in [0, 1]), method.  The grids
+    Columns: grid, cell, target (the cell's class), score (in [0, 1]), attribution.  The grids
     depend on the model (through its confident pool), ``n``, ``n_grids``, ``seed`` and
-    ``min_confidence`` only — not on the method.  ``method_opts`` go to :func:`bcos_lib.explain.attribute`.
+    ``min_confidence`` only — not on the attribution.  ``attribution_opts`` go to :func:`bcos_lib.explain.attribute`.
     """
     pool = confident_pool(model, ds, min_confidence, batch_size * n * n, device)
     grids, classes = make_grids(ds, pool, n, n_grids, seed)
-    return score_grids(model, grids, classes, method, n, smooth, batch_size, device, **method_opts)
+    return score_grids(model, grids, classes, attribution, n, smooth, batch_size, device, **attribution_opts)
 
 
 # ----------------------------------------------------------------------------- pixel deletion
-def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: int = 200, steps: int = 20,
+def pixel_deletion(model: nn.Module, ds: ImageDataset, attribution: str, n_images: int = 200, steps: int = 20,
                    seed: int = 0, order: str = "most", device: torch.device | str = "cpu", batch_size: int = 64,
-                   insertion: bool = False, method_options: dict[str, Any] | None = None,
-                   **method_opts: Any) -> pd.DataFrame:
+                   insertion: bool = False, attribution_options: dict[str, Any] | None = None,
+                   **attribution_opts: Any) -> pd.DataFrame:
     """Deletion curve: the mean probability of the predicted class as pixels are removed.
 
     ``n_images`` images of ``ds`` (drawn with ``seed``) are explained for their predicted
     class; pixels (all channels of one position at once) are ranked by that map —
     ``order="most"``: highest attribution first, ``"least"``: lowest first — or at random
-    (``method="random"``; its rows say order "random").  After each of ``steps`` equal steps the removed pixels are set
+    (``attribution="random"``; its rows say order "random").  After each of ``steps`` equal steps the removed pixels are set
     to 0 *in image space* (before ``prepare_input``) and the class probability (sigmoid
-    for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: method, order,
+    for BCE models, softmax otherwise) is read.  Returns ``steps + 1`` rows: attribution, order,
     fraction (of pixels removed, 0 … 1), score (mean probability), score_std.
 
-    ``method_options``: options of the attribution method (also accepted as keywords, except
+    ``attribution_options``: options of the attribution (also accepted as keywords, except
     those that clash with this function's own, such as Integrated Gradients' ``steps``).
 
     ``insertion=True`` runs the curve the other way (insertion, Petsiuk et al. 2018, RISE
@@ -235,9 +235,10 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
     an unspecified order, this function stably (by pixel index).  On colour images Quantus
     ranks each channel of a pixel separately, this function whole pixels.
     """
-    if method != "random" and method not in list_attributions():
-        raise ValueError(f"unknown deletion method {method!r}; known: {', '.join(list_attributions())}, random")
-    method_opts = {**(method_options or {}), **method_opts}
+    if attribution != "random" and attribution not in list_attributions():
+        raise ValueError(f"unknown deletion attribution {attribution!r}; "
+                         f"known: {', '.join(list_attributions())}, random")
+    attribution_opts = {**(attribution_options or {}), **attribution_opts}
     if order not in ("most", "least"):
         raise ValueError(f"order must be 'most' or 'least' (got {order!r})")
     if steps < 1 or n_images < 1:
@@ -252,10 +253,11 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
             b, c, h, w = images.shape
             with torch.no_grad():
                 predicted = model(prepare_input(model, images)).argmax(1)
-            if method == "random":
+            if attribution == "random":
                 ranking = torch.argsort(torch.rand(b, h * w, generator=rank_gen), dim=1).to(device)
             else:
-                maps = attribute(model, prepare_input(model, images), predicted, method, **method_opts)[:, 0]
+                x = prepare_input(model, images)
+                maps = attribute(model, x, predicted, attribution, **attribution_opts)[:, 0]
                 ranking = torch.argsort(maps.flatten(1), dim=1, descending=order == "most", stable=True)
             position = torch.empty_like(ranking)              # position[j, p] = rank of pixel p in image j
             position.scatter_(1, ranking, torch.arange(h * w, device=ranking.device).expand(b, -1))
@@ -270,8 +272,8 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
             curves.append(torch.stack(probs, 1))              # (b, steps + 1)
     curve = torch.cat(curves).double()
     return pd.DataFrame({
-        "method": method,
-        "order": "random" if method == "random" else order,
+        "attribution": attribution,
+        "order": "random" if attribution == "random" else order,
         "fraction": np.arange(steps + 1) / steps,
         "score": curve.mean(0).numpy(),
         "score_std": curve.std(0, unbiased=False).numpy(),
@@ -281,10 +283,10 @@ def pixel_deletion(model: nn.Module, ds: ImageDataset, method: str, n_images: in
 def deletion_auc(df: pd.DataFrame) -> float:
     """Area under one deletion curve (trapezoidal, over fraction ∈ [0, 1]).
 
-    ``df`` holds one curve (one method and order); for several use
-    ``df.groupby(["method", "order"]).apply(deletion_auc)``.
+    ``df`` holds one curve (one attribution and order); for several use
+    ``df.groupby(["attribution", "order"]).apply(deletion_auc)``.
     """
-    keys = [k for k in ("method", "order", "model") if k in df.columns]
+    keys = [k for k in ("attribution", "order", "model") if k in df.columns]
     if keys and len(df.groupby(keys)) > 1:
         raise ValueError(f"deletion_auc takes one curve; this frame has {len(df.groupby(keys))} "
                          f"(group by {keys} first)")
@@ -335,10 +337,10 @@ def paired_margin(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, seed: in
     return {"mean": float(diff["score"].mean()), "ci_low": lo, "ci_high": hi, "n_grids": int(len(common))}
 
 
-def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -> list[str]:
-    """The methods that apply to the model ('own' needs a model that explains itself)."""
+def _applicable(ctx: EvalContext, attributions: list[str], skipped: dict[str, str]) -> list[str]:
+    """The attributions that apply to the model ('own' needs a model that explains itself)."""
     keep = []
-    for m in methods:
+    for m in attributions:
         if m != "random" and get_attribution(m).needs_dynamic_linear and not is_explainable(ctx.model):
             if m not in skipped:
                 skipped[m] = (f"{type(ctx.model).__name__} is not dynamic linear (no explanation mode), "
@@ -350,67 +352,70 @@ def _applicable(ctx: EvalContext, methods: list[str], skipped: dict[str, str]) -
 
 
 def localisation_metric(ctx: EvalContext) -> MetricResult | None:
-    """The grid pointing game of every method of ``evaluate.methods`` that applies, all on the
-    same grids: ``"own"`` on ``n_grids`` of them, the post-hoc methods on the first
+    """The grid pointing game of every attribution of ``evaluate.attributions`` that applies, all on the
+    same grids: ``"own"`` on ``n_grids`` of them, the post-hoc attributions on the first
     ``posthoc_n_grids`` (when > 0).  Summary: ``grid`` (the settings and the pool),
-    ``methods`` ({method: mean, median, std, n (scores), n_grids, mean_unsmoothed}), ``skipped``."""
+    ``attributions`` ({attribution: mean, median, std, n (scores), n_grids, mean_unsmoothed}), ``skipped``."""
     cfg, skipped = ctx.cfg, {}
-    methods = _applicable(ctx, cfg.methods, skipped)
-    if not methods:
+    attributions = _applicable(ctx, cfg.attributions, skipped)
+    if not attributions:
         return None
     n = cfg.grid_size
     pool = confident_pool(ctx.model, ctx.test_data, cfg.min_confidence, cfg.batch_size * n * n, ctx.device)
     grids, classes = make_grids(ctx.test_data, pool, n, cfg.n_grids, ctx.seed)
     posthoc_grids = min(cfg.posthoc_n_grids, cfg.n_grids) if cfg.posthoc_n_grids > 0 else cfg.n_grids
     stats, frames = {}, []
-    for method in methods:
-        g = posthoc_grids if method in posthoc_attributions() else cfg.n_grids
-        df = score_grids(ctx.model, grids[:g], classes[:g], method, n, cfg.smooth, cfg.batch_size, ctx.device,
-                         **config_options(method, cfg))
+    for attribution in attributions:
+        g = posthoc_grids if attribution in posthoc_attributions() else cfg.n_grids
+        df = score_grids(ctx.model, grids[:g], classes[:g], attribution, n, cfg.smooth, cfg.batch_size, ctx.device,
+                         **config_options(attribution, cfg))
         frames.append(df)
         lo, hi = bootstrap_ci(df, seed=ctx.seed)
-        stats[method] = {**summary_stats(df["score"]), "n_grids": int(g),
-                         "mean_unsmoothed": float(df["score_unsmoothed"].mean()), "ci_low": lo, "ci_high": hi}
-        ctx.log(f"evaluate: {method:<16} localisation {stats[method]['mean']:.3f} "
-                f"(95 % CI {lo:.3f}–{hi:.3f}, median {stats[method]['median']:.3f}, {g} grids)")
+        stats[attribution] = {**summary_stats(df["score"]), "n_grids": int(g),
+                              "mean_unsmoothed": float(df["score_unsmoothed"].mean()), "ci_low": lo, "ci_high": hi}
+        ctx.log(f"evaluate: {attribution:<16} localisation {stats[attribution]['mean']:.3f} "
+                f"(95 % CI {lo:.3f}–{hi:.3f}, median {stats[attribution]['median']:.3f}, {g} grids)")
     summary = {"grid": {"n": int(n), "n_grids": int(cfg.n_grids), "posthoc_n_grids": int(posthoc_grids),
                         "seed": int(ctx.seed), "min_confidence": float(cfg.min_confidence), "smooth": int(cfg.smooth),
                         "uniform_score": 1.0 / (n * n), "confident_images": int(sum(len(v) for v in pool.values())),
                         "classes_with_confident_images": int(sum(1 for v in pool.values() if len(v)))},
-               "methods": stats, "skipped": skipped}
+               "attributions": stats, "skipped": skipped}
     posthoc = [m for m in stats if m in posthoc_attributions()]
     if "own" in stats and posthoc:
-        by_method = {f["method"].iat[0]: f for f in frames}
+        by_attribution = {f["attribution"].iat[0]: f for f in frames}
         best = max(posthoc, key=lambda m: stats[m]["mean"])
-        summary["margin"] = {"over": best, **paired_margin(by_method["own"], by_method[best], seed=ctx.seed)}
+        summary["margin"] = {"over": best,
+                             **paired_margin(by_attribution["own"], by_attribution[best], seed=ctx.seed)}
         ctx.log(f"evaluate: own − {best} (best post-hoc) {summary['margin']['mean']:+.3f} "
                 f"(95 % CI {summary['margin']['ci_low']:+.3f} to {summary['margin']['ci_high']:+.3f})")
     return MetricResult(summary, {"localisation": pd.concat(frames, ignore_index=True)})
 
 
 def deletion_metric(ctx: EvalContext) -> MetricResult | None:
-    """Pixel deletion for every method of ``evaluate.deletion_methods`` that applies: curves with
+    """Pixel deletion for every attribution of ``evaluate.deletion_attributions`` that applies: curves with
     the most and with the least important pixels first (``"random"``: one curve, the baseline
-    of both).  Summary: ``settings`` and ``methods`` ({method: auc_most, auc_least})."""
+    of both).  Summary: ``settings`` and ``attributions`` ({attribution: auc_most, auc_least})."""
     cfg, skipped = ctx.cfg, {}
-    methods = _applicable(ctx, cfg.deletion_methods, skipped)
-    if not methods:
+    attributions = _applicable(ctx, cfg.deletion_attributions, skipped)
+    if not attributions:
         return None
-    aucs_by_method, frames = {}, []
-    for method in methods:
-        opts = config_options(method, cfg) if method != "random" else {}
+    aucs_by_attribution, frames = {}, []
+    for attribution in attributions:
+        opts = config_options(attribution, cfg) if attribution != "random" else {}
         aucs = {}
-        for order in (("most",) if method == "random" else ("most", "least")):
-            df = pixel_deletion(ctx.model, ctx.test_data, method, cfg.deletion_images, cfg.deletion_steps, ctx.seed,
-                                order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2, method_options=opts)
+        for order in (("most",) if attribution == "random" else ("most", "least")):
+            df = pixel_deletion(ctx.model, ctx.test_data, attribution, cfg.deletion_images, cfg.deletion_steps,
+                                ctx.seed, order, ctx.device, batch_size=cfg.batch_size * cfg.grid_size ** 2,
+                                attribution_options=opts)
             frames.append(df)
             aucs[f"auc_{order}"] = deletion_auc(df)
-        aucs_by_method[method] = {"auc_most": aucs["auc_most"], "auc_least": aucs.get("auc_least", aucs["auc_most"])}
-        ctx.log(f"evaluate: {method:<16} deletion AUC most first {aucs_by_method[method]['auc_most']:.3f}, least first "
-                f"{aucs_by_method[method]['auc_least']:.3f} ({cfg.deletion_images} images)")
+        auc = aucs_by_attribution[attribution] = {"auc_most": aucs["auc_most"],
+                                                  "auc_least": aucs.get("auc_least", aucs["auc_most"])}
+        ctx.log(f"evaluate: {attribution:<16} deletion AUC most first {auc['auc_most']:.3f}, least first "
+                f"{auc['auc_least']:.3f} ({cfg.deletion_images} images)")
     summary = {"settings": {"n_images": int(min(cfg.deletion_images, len(ctx.test_data))),
                             "steps": int(cfg.deletion_steps), "seed": int(ctx.seed)},
-               "methods": aucs_by_method, "skipped": skipped}
+               "attributions": aucs_by_attribution, "skipped": skipped}
     return MetricResult(summary, {"deletion": pd.concat(frames, ignore_index=True)})
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .explain import method_label
+from .explain import attribution_label
 from .core.contract import ModelResult
 
 __all__ = ["make_report", "fmt", "table", "localisation_margin", "margin_sentence"]
@@ -52,43 +52,43 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
     loc = {r.key: r.metric("localisation") for r in main if r.metric("localisation")}
     out = []
     if loc:
-        methods: list[str] = []
+        attributions: list[str] = []
         for s in loc.values():
-            methods += [m for m in s["methods"] if m not in methods]
+            attributions += [m for m in s["attributions"] if m not in attributions]
         grid = next(iter(loc.values()))["grid"]
         n, smooth = grid.get("n", 3), grid.get("smooth", 1)
         how = (f"maps smoothed with a {smooth}×{smooth} average pool; in brackets the same maps unsmoothed"
                if smooth > 1 else "unsmoothed maps")
         rows = []
-        for m in methods:
-            row = [method_label(m)]
+        for m in attributions:
+            row = [attribution_label(m)]
             for s in loc.values():
-                st = s["methods"].get(m)
+                st = s["attributions"].get(m)
                 raw = "" if st is None or smooth <= 1 or "mean_unsmoothed" not in st else f" [{st['mean_unsmoothed']:.3f}]"
                 ci = "" if st is None or "ci_low" not in st else f"; 95 % CI {st['ci_low']:.3f}–{st['ci_high']:.3f}"
                 row.append("–" if st is None else f"{st['mean']:.3f} ± {st['std']:.3f}{raw} (n={st['n']}{ci})")
             rows.append(row)
         out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how}; "
                    "95 % CI: bootstrap over grids)\n\n"
-                   + table(["method"] + [f"`{k}`" for k in loc], rows))
+                   + table(["attribution"] + [f"`{k}`" for k in loc], rows))
         margin = localisation_margin(loc)
         if margin:
             out.append(margin_sentence(margin))
     dele = {r.key: r.metric("deletion") for r in main if r.metric("deletion")}
     if dele:
-        methods = []
+        attributions = []
         for s in dele.values():
-            methods += [m for m in s["methods"] if m not in methods]
+            attributions += [m for m in s["attributions"] if m not in attributions]
         rows = []
-        for m in methods:
-            row = [method_label(m)]
+        for m in attributions:
+            row = [attribution_label(m)]
             for s in dele.values():
-                d = s["methods"].get(m)
+                d = s["attributions"].get(m)
                 row.append("–" if d is None else f"{d['auc_most']:.3f} / {d['auc_least']:.3f}")
             rows.append(row)
         out.append("### Pixel deletion: area under the target-probability curve "
                    "(most important first: lower is better; least important first: higher is better)\n\n"
-                   + table(["method"] + [f"`{k}` most / least" for k in dele], rows))
+                   + table(["attribution"] + [f"`{k}` most / least" for k in dele], rows))
     return out
 
 
@@ -102,39 +102,40 @@ _FAITHFULNESS = (  # metric, column heading, how to read a summary entry, what i
 
 
 def _faithfulness_table(main: list[ModelResult]) -> str:
-    """One table: a row per attribution method, a column per (model, faithfulness metric)."""
+    """One table: a row per attribution, a column per (model, faithfulness metric)."""
     cols = [(r, metric, head, show) for metric, head, show, _ in _FAITHFULNESS for r in main if r.metric(metric)]
     if not cols:
         return ""
-    methods: list[str] = []
+    attributions: list[str] = []
     for r, metric, _, _ in cols:
-        methods += [m for m in r.metric(metric)["methods"] if m not in methods]
-    rows = [[method_label(m)] + [("–" if m not in r.metric(metric)["methods"] else show(r.metric(metric)["methods"][m]))
-                                 for r, metric, _, show in cols] for m in methods]
+        attributions += [m for m in r.metric(metric)["attributions"] if m not in attributions]
+    rows = [[attribution_label(m)] + [("–" if m not in r.metric(metric)["attributions"]
+                                       else show(r.metric(metric)["attributions"][m]))
+                                      for r, metric, _, show in cols] for m in attributions]
     n = {metric: r.metric(metric)["settings"]["n_images"] for r, metric, _, _ in cols}
     how = "; ".join(f"{head}: {better} ({n[metric]} images)" for metric, head, _, better in _FAITHFULNESS if metric in n)
     return ("### Faithfulness: insertion, ROAD (Quantus) and faithfulness correlation (Quantus)\n\n"
             f"Each image is explained for its predicted class; random: a random ranking. {how}.\n\n"
-            + table(["method"] + [f"`{r.key}` {head}" for r, _, head, _ in cols], rows))
+            + table(["attribution"] + [f"`{r.key}` {head}" for r, _, head, _ in cols], rows))
 
 
 def localisation_margin(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The headline comparison of a localisation table (``{model_key: localisation summary}``):
-    the best own explanation against the best post-hoc method of any model.
+    the best own explanation against the best post-hoc attribution of any model.
 
     Both means carry a bootstrap interval; the margin's interval treats them as independent
     (the models are scored on different grids, each from its own confident pool) and adds
     their standard errors, read off the intervals as half-width / 1.96.  None when no model
     has both an own and a post-hoc score with intervals."""
-    own = [(s["methods"]["own"], k) for k, s in loc.items() if "ci_low" in s["methods"].get("own", {})]
-    post = [(st, k, m) for k, s in loc.items() for m, st in s["methods"].items()
+    own = [(s["attributions"]["own"], k) for k, s in loc.items() if "ci_low" in s["attributions"].get("own", {})]
+    post = [(st, k, m) for k, s in loc.items() for m, st in s["attributions"].items()
             if m != "own" and "ci_low" in st]
     if not own or not post:
         return None
     (o, ok), (p, pk, pm) = max(own, key=lambda t: t[0]["mean"]), max(post, key=lambda t: t[0]["mean"])
     se = math.hypot((o["ci_high"] - o["ci_low"]) / (2 * 1.96), (p["ci_high"] - p["ci_low"]) / (2 * 1.96))
     diff = o["mean"] - p["mean"]
-    return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_method": pm, "posthoc": p["mean"],
+    return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_attribution": pm, "posthoc": p["mean"],
             "margin": diff, "ci_low": diff - 1.96 * se, "ci_high": diff + 1.96 * se}
 
 
@@ -142,9 +143,9 @@ def margin_sentence(m: Mapping[str, Any]) -> str:
     """One sentence with the margin of :func:`localisation_margin` and what its interval says."""
     verdict = ("the interval excludes 0: the own explanation localises better" if m["ci_low"] > 0 else
                "the interval includes 0: on this budget the difference is not resolved" if m["ci_high"] >= 0 else
-               "the interval lies below 0: the post-hoc method localises better")
+               "the interval lies below 0: the post-hoc attribution localises better")
     return (f"Margin: the own explanation of `{m['own_model']}` ({m['own']:.3f}) minus the best post-hoc "
-            f"explanation ({method_label(m['posthoc_method'])} on `{m['posthoc_model']}`, {m['posthoc']:.3f}) "
+            f"explanation ({attribution_label(m['posthoc_attribution'])} on `{m['posthoc_model']}`, {m['posthoc']:.3f}) "
             f"= **{m['margin']:+.3f}** (95 % CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}); {verdict}.")
 
 

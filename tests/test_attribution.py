@@ -1,4 +1,4 @@
-"""Attribution maps by method name (bcos_lib.explain): shapes, the model's own
+"""Attribution maps by name (bcos_lib.explain): shapes, the model's own
 explanation, and that several targets per image give what one captum call per target gives."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bcos_lib import create_model
-from bcos_lib.explain import attribute, gradcam_layer, list_attributions, method_label, posthoc_attributions
+from bcos_lib.explain import attribute, attribution_label, gradcam_layer, list_attributions, posthoc_attributions
 from bcos_lib.explain import explain
 
 torch.set_num_threads(1)
@@ -32,19 +32,19 @@ def inputs(model: torch.nn.Module, n: int = 3, size: int = 16) -> torch.Tensor:
 TARGETS = torch.tensor([[0, 3], [5, 1], [9, 9]])
 
 
-@pytest.mark.parametrize("method", list_attributions())
-def test_every_method_gives_one_map_per_image_and_target(model, method):
+@pytest.mark.parametrize("attribution", list_attributions())
+def test_every_attribution_gives_one_map_per_image_and_target(model, attribution):
     x = inputs(model)
-    if method == "own" and not model.explainable:
+    if attribution == "own" and not model.explainable:
         with pytest.raises(ValueError, match="dynamic-linear"):
-            attribute(model, x, TARGETS, method)
+            attribute(model, x, TARGETS, attribution)
         return
-    maps = attribute(model, x, TARGETS, method, **FAST.get(method, {}))
+    maps = attribute(model, x, TARGETS, attribution, **FAST.get(attribution, {}))
     assert maps.shape == (3, 2, 16, 16)
     assert torch.isfinite(maps).all() and maps.abs().sum() > 0
     assert not maps.requires_grad
     assert all(p.grad is None for p in model.parameters())
-    single = attribute(model, x, 3, method, **FAST.get(method, {}))     # an int target: T = 1
+    single = attribute(model, x, 3, attribution, **FAST.get(attribution, {}))   # an int target: T = 1
     assert single.shape == (3, 1, 16, 16)
 
 
@@ -60,14 +60,14 @@ def test_own_equals_the_contribution_map():
     assert torch.allclose(total, logits.gather(1, TARGETS) - model.explanation_bias()[TARGETS], atol=1e-4)
 
 
-@pytest.mark.parametrize("method", posthoc_attributions())
-def test_several_targets_equal_one_captum_call_per_target(method):
+@pytest.mark.parametrize("attribution", posthoc_attributions())
+def test_several_targets_equal_one_captum_call_per_target(attribution):
     model = small("bcos_cnn")
     x = inputs(model)
-    opts = dict(FAST.get(method, {}), chunk_size=4)                      # chunks that split an image's targets
-    together = attribute(model, x, TARGETS, method, **opts)
+    opts = dict(FAST.get(attribution, {}), chunk_size=4)                 # chunks that split an image's targets
+    together = attribute(model, x, TARGETS, attribution, **opts)
     for t in range(TARGETS.shape[1]):
-        alone = attribute(model, x, TARGETS[:, t], method, **opts)[:, 0]
+        alone = attribute(model, x, TARGETS[:, t], attribution, **opts)[:, 0]
         assert torch.allclose(together[:, t], alone, atol=1e-6, rtol=1e-5), t
 
 
@@ -118,7 +118,7 @@ def test_the_model_mode_is_restored_and_errors_are_clear():
     model = small("bcos_cnn").train()
     attribute(model, inputs(model), TARGETS, "ixg")
     assert model.training
-    with pytest.raises(ValueError, match="unknown attribution method"):
+    with pytest.raises(ValueError, match="unknown attribution"):
         attribute(model, inputs(model), TARGETS, "lime")
     with pytest.raises(TypeError, match="steps"):
         attribute(model, inputs(model), TARGETS, "ig", n_steps=3)
@@ -126,8 +126,8 @@ def test_the_model_mode_is_restored_and_errors_are_clear():
         attribute(model, inputs(model), torch.zeros(2, 2, dtype=torch.long), "ixg")
 
 
-def test_method_labels():
-    assert method_label("ig") == "Integrated Gradients"
-    assert all(method_label(m) for m in list_attributions() + ["random"])
+def test_attribution_labels():
+    assert attribution_label("ig") == "Integrated Gradients"
+    assert all(attribution_label(m) for m in list_attributions() + ["random"])
     with pytest.raises(ValueError):
-        method_label("nope")
+        attribution_label("nope")

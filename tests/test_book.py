@@ -103,12 +103,12 @@ def test_the_book_holds_every_part(site):
 
 
 @pytest.mark.slow  # builds the book (~45 s on 2 cores)
-def test_the_explorer_index_has_every_class_and_method_where_a_model_was_there(site):
+def test_the_explorer_index_has_every_class_and_attribution_where_a_model_was_there(site):
     text = (site / "_static" / "explorer" / "index.js").read_text()
     index = json.loads(text.split("=", 1)[1].rstrip().rstrip(";"))
     models = {m["key"]: m for m in index["models"]}
     assert set(models) == set(KEYS) and all(m["computed"] for m in models.values())
-    # the conventional CNN has no own explanation; the B-cos CNN has it, and the post-hoc methods
+    # the conventional CNN has no own explanation; the B-cos CNN has it, and the post-hoc attributions
     std, bcos = models["std_cnn"]["images"][0]["maps"], models["bcos_cnn"]["images"][0]["maps"]
     assert len(std) == len(bcos) == 10
     assert "own" not in std["3"] and {"ixg", "ig", "gradcam", "occlusion"} <= set(std["3"])
@@ -160,7 +160,7 @@ def test_every_page_loads_with_no_missing_image_script_or_link(site, driver):
 def test_the_explorer_switches_images_when_its_controls_change(site, driver):
     states = explorer_states(driver, (site / "explorer.html").resolve().as_uri())
     changes = [s["change"] for s in states]
-    assert changes == ["opened", "ex-method", "ex-class", "ex-image", "ex-model"], states
+    assert changes == ["opened", "ex-attribution", "ex-class", "ex-image", "ex-model"], states
     for s in states:
         assert s["img_ok"] and s["map_ok"] and s["logits"] == 10, s
     for before, after in zip(states, states[1:]):

@@ -243,7 +243,7 @@ def test_dau_input_localisation_metric_scores_own_and_gradcam():
     assert result is not None, "the metric applies to a hybrid"
     assert result.summary["layer"] == "stem" and result.summary["n_grids"] == 6
     table = result.tables["dau_input_localisation"]
-    assert set(table["method"]) == {"own", "gradcam"} and len(table) == 2 * 6 * 4
+    assert set(table["attribution"]) == {"own", "gradcam"} and len(table) == 2 * 6 * 4
     assert table["score"].between(0, 1).all()
     # the spots are local: the exact explanation at the DAU input points at the right cell more than a
     # uniform map (1/4) does, and here more than Grad-CAM at the same layer (measured 0.38 vs 0.26)
@@ -252,7 +252,7 @@ def test_dau_input_localisation_metric_scores_own_and_gradcam():
     ctx.model = create_model("coda_net", **SMALL)
     assert metric.fn(ctx) is None
     with pytest.raises(ValueError, match="choose from"):
-        metric.options(methods=["ixg"])
+        metric.options(attributions=["ixg"])
 
 
 # --- figures and report ---------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_dau_input_localisation_metric_scores_own_and_gradcam():
 def _result(key: str, t: float, acc: float, loc: float, group: str = coda_present.T_SWEEP_GROUP) -> ModelResult:
     entry = ModelEntry(arch="coda_net", kwargs={"logit_temperature": t}, group=group, label=f"CoDA T={t:g}")
     return ModelResult(key=key, entry=entry, method="CoDA", label=entry.label, train={"test_accuracy": acc},
-                       explain=None, evaluate={"localisation": {"methods": {"own": {"mean": loc}, "gradcam": {"mean": 0.4}}}},
+                       explain=None, evaluate={"localisation": {"attributions": {"own": {"mean": loc}, "gradcam": {"mean": 0.4}}}},
                        history=None, tables={}, explanations=None)
 
 

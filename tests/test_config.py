@@ -39,7 +39,7 @@ def test_tiny_profile_overrides(raw):
     (("train", "epochz"), 3, "train.epochz"),
     (("train", "epochs"), "three", "train.epochs"),
     (("train", "lr"), True, "train.lr"),
-    (("evaluate", "methods"), "own", "evaluate.methods"),
+    (("evaluate", "attributions"), "own", "evaluate.attributions"),
     (("base", "device"), "tpu", "base.device"),
     (("bogus_section",), {}, "bogus_section"),
     (("models", "bcos_cnn", "kwargs", "bee"), 2.0, "models.bcos_cnn.kwargs.bee"),

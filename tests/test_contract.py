@@ -185,8 +185,8 @@ def _params(tmp_path, model_yaml: str) -> str:
         data: {dataset: fashion_mnist, root: data/fashion-mnist, train_subset: 2000, test_subset: 300}
         train: {epochs: 2, batch_size: 50, lr: 0.01, checkpoint_every: 10}
         explain: {n_images: 2, batch_size: 16}
-        evaluate: {grid_size: 2, n_grids: 2, min_confidence: 0.0, methods: [own, ixg], deletion_images: 4,
-                   deletion_steps: 2, deletion_methods: [own, random], metrics: [localisation, deletion, toy_metric],
+        evaluate: {grid_size: 2, n_grids: 2, min_confidence: 0.0, attributions: [own, ixg], deletion_images: 4,
+                   deletion_steps: 2, deletion_attributions: [own, random], metrics: [localisation, deletion, toy_metric],
                    options: {toy_metric: {n_images: 8}}}
         figures: {dpi: 40}
         models:
@@ -221,7 +221,7 @@ def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_pat
     s = evaluate.run(run, "toy", log=lambda s: None)
     assert set(s) >= {"localisation", "deletion", "toy_metric"}
     assert s["toy_metric"]["n"] == 8  # the metric's options reached it
-    assert set(s["localisation"]["methods"]) == {"own", "ixg"}
+    assert set(s["localisation"]["attributions"]) == {"own", "ixg"}
     tables = run.path("results", "evaluate", "toy", "tables")
     assert {f.name for f in tables.glob("*.csv")} == {"localisation.csv", "deletion.csv", "toy_table.csv"}
 
@@ -233,7 +233,7 @@ def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_pat
     # and in what DVC shows as metrics, with the keys every model has
     head = json.loads(written["metrics/toy"].read_text())
     assert set(head) == {"accuracy", "loc_own", "loc_posthoc", "del_own"}
-    assert head["loc_own"] == pytest.approx(s["localisation"]["methods"]["own"]["mean"], abs=1e-4)
+    assert head["loc_own"] == pytest.approx(s["localisation"]["attributions"]["own"]["mean"], abs=1e-4)
 
 
 def test_method_options_are_validated_before_anything_runs(toy_method, tmp_path):
@@ -308,11 +308,11 @@ def test_registries_reject_duplicates_and_unknown_names():
         registry.register_metric(C.Metric("mis", lambda ctx: None))   # CSG's manifest declares it
     with pytest.raises(KeyError, match="belongs to no method"):
         registry.method_of("no_such_model")
-    from bcos_lib.explain import Attribution, method_label, register_attribution
+    from bcos_lib.explain import Attribution, attribution_label, register_attribution
     with pytest.raises(KeyError, match="registered twice"):
         register_attribution(Attribution("ixg", "again", lambda *a: None))
-    with pytest.raises(ValueError, match="unknown attribution method"):
-        method_label("no_such_method")
+    with pytest.raises(ValueError, match="unknown attribution"):
+        attribution_label("no_such_attribution")
 
 
 def _toy_net() -> nn.Module:

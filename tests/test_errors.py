@@ -113,7 +113,7 @@ def previous(tmp_path, good_run) -> Path:
     ({"train": {"lr": "fast"}}, "train.lr: expected a number, got 'fast'"),
     ({"train": {"optimizer": "adamw"}}, "train.optimizer: 'adamw' is not allowed"),
     ({"data": {"train_subset": "all"}}, "data.train_subset: expected an integer"),
-    ({"evaluate": {"methods": "own"}}, "evaluate.methods: expected a list"),
+    ({"evaluate": {"attributions": "own"}}, "evaluate.attributions: expected a list"),
     ({"models": {"std_cnn": {"kwargs": {"chanels": [8]}}}}, "models.std_cnn.kwargs.chanels: std_cnn has no argument"),
     ({"models": {"std_cnn": {"train": {"epoch": 2}}}}, "unknown key models.std_cnn.train.epoch"),
     ({"models": {"std_cnn": {"evaluate": {"n_grid": 2}}}}, "unknown key models.std_cnn.evaluate.n_grid"),

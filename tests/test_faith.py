@@ -95,10 +95,10 @@ def test_the_report_shows_intervals_and_the_margin_verdict():
     from bcos_lib.core.contract import ModelResult
     from bcos_lib.report import localisation_margin, make_report
 
-    def result(key, methods):
+    def result(key, attributions):
         return ModelResult(key=key, entry=ModelEntry(arch="bcos_cnn"), method="bcos", label=key, train=None,
                            explain=None, history=None, tables={}, explanations=None,
-                           evaluate={"localisation": {"grid": {"n": 3, "smooth": 1}, "methods": methods}})
+                           evaluate={"localisation": {"grid": {"n": 3, "smooth": 1}, "attributions": attributions}})
 
     st = lambda m, lo, hi: {"mean": m, "median": m, "std": 0.1, "n": 90, "n_grids": 10, "ci_low": lo, "ci_high": hi}
     res = {"b": result("b", {"own": st(0.80, 0.78, 0.82), "gradcam": st(0.50, 0.45, 0.55)}),
@@ -121,14 +121,14 @@ def spots_setup():
     return trained("bcos_cnn"), trained("std_cnn"), spots(200, seed=1)
 
 
-def _quantus_flipping(model, ds, method, n_images, steps, insertion):
+def _quantus_flipping(model, ds, attribution, n_images, steps, insertion):
     """Quantus' PixelFlipping loop on the images pixel_deletion uses (mean curve, first point dropped)."""
     import numpy as np
     import quantus
 
     from bcos_lib.faithfulness import ImageSpaceProbabilities, explanation_maps, faithfulness_sample
     images = ds.images[faithfulness_sample(ds, n_images, 0)]
-    maps, predicted = explanation_maps(model, images, method)
+    maps, predicted = explanation_maps(model, images, attribution)
     x = images.double().numpy()
     h, w = x.shape[-2:]
     kwargs = {"perturb_baseline": 0.0}
@@ -150,15 +150,15 @@ def _quantus_flipping(model, ds, method, n_images, steps, insertion):
 
 
 @pytest.mark.parametrize("insertion", [False, True])
-@pytest.mark.parametrize("arch,method", [("bcos", "own"), ("std", "ixg")])
-def test_quantus_pixel_flipping_agrees_with_the_deletion_and_insertion_curves(spots_setup, arch, method, insertion):
+@pytest.mark.parametrize("arch,attribution", [("bcos", "own"), ("std", "ixg")])
+def test_quantus_pixel_flipping_agrees_with_the_deletion_and_insertion_curves(spots_setup, arch, attribution, insertion):
     import numpy as np
 
     from bcos_lib.metrics import pixel_deletion
     bcos, std, ds = spots_setup
     model = bcos if arch == "bcos" else std
-    ours = pixel_deletion(model, ds, method, n_images=8, steps=12, seed=0, order="most", insertion=insertion)
-    theirs = _quantus_flipping(model, ds, method, 8, 12, insertion)
+    ours = pixel_deletion(model, ds, attribution, n_images=8, steps=12, seed=0, order="most", insertion=insertion)
+    theirs = _quantus_flipping(model, ds, attribution, 8, 12, insertion)
     # Quantus leaves out the first point (nothing removed / nothing inserted)
     np.testing.assert_allclose(ours["score"].to_numpy()[1:], theirs, atol=1e-6)
     # not trivially equal: the curve moves (the spot goes, or comes, in the first step), and
@@ -167,10 +167,10 @@ def test_quantus_pixel_flipping_agrees_with_the_deletion_and_insertion_curves(sp
     assert not np.allclose(ours["score"].to_numpy()[:-1], theirs, atol=1e-4)
 
 
-def _ctx(model, ds, metric, options, methods=("own", "ixg", "gradcam")):
+def _ctx(model, ds, metric, options, attributions=("own", "ixg", "gradcam")):
     from bcos_lib.core.config import EvaluateConfig, ModelEntry
     from bcos_lib.core.contract import EvalContext
-    cfg = EvaluateConfig(grid_size=2, batch_size=4, ig_steps=3, methods=list(methods))
+    cfg = EvaluateConfig(grid_size=2, batch_size=4, ig_steps=3, attributions=list(attributions))
     return EvalContext(key="m", model=model, entry=ModelEntry(arch="x"), test_data=ds, cfg=cfg, options=options,
                        device="cpu", seed=0, log=lambda s: None, load_train_data=lambda: ds)
 
@@ -186,9 +186,9 @@ def test_insertion_road_and_faithfulness_correlation_rank_the_explanations(spots
     fc = get_metric("faithfulness_correlation").fn(
         _ctx(bcos, ds, "faithfulness_correlation", FaithfulnessCorrelationOptions(n_images=16, nr_runs=20)))
     for r in (ins, road, fc):
-        assert list(r.summary["methods"]) == ["own", "ixg", "gradcam", "random"]
+        assert list(r.summary["attributions"]) == ["own", "ixg", "gradcam", "random"]
         json.dumps(r.summary, allow_nan=False)
-    i, o, f = ins.summary["methods"], road.summary["methods"], fc.summary["methods"]
+    i, o, f = ins.summary["attributions"], road.summary["attributions"], fc.summary["attributions"]
     # on spots the class is the bright square: the own explanation finds it, a random ranking does not
     assert i["own"]["auc"] > i["random"]["auc"] + 0.2
     assert o["own"]["morf"] < o["random"]["morf"] and o["own"]["lerf"] > o["own"]["morf"]
@@ -197,9 +197,9 @@ def test_insertion_road_and_faithfulness_correlation_rank_the_explanations(spots
     # seeded: the same numbers again
     again = get_metric("road").fn(_ctx(bcos, ds, "road", RoadOptions(n_images=16, percentages=[10.0, 40.0])))
     assert again.summary == road.summary
-    # a model without its own explanation is scored on the post-hoc methods and says why not on "own"
+    # a model without its own explanation is scored on the post-hoc attributions and says why not on "own"
     std_ins = get_metric("insertion").fn(_ctx(std, ds, "insertion", InsertionOptions(n_images=4, steps=2)))
-    assert "own" not in std_ins.summary["methods"] and "own" in std_ins.summary["skipped"]
+    assert "own" not in std_ins.summary["attributions"] and "own" in std_ins.summary["skipped"]
 
 
 def test_faithfulness_options_are_checked_when_params_are_read():
@@ -207,8 +207,8 @@ def test_faithfulness_options_are_checked_when_params_are_read():
     from bcos_lib.core.config import metric_options
     with pytest.raises(ConfigError, match=r"evaluate.options.road.*percentages"):
         metric_options("road", EvaluateConfig(options={"road": {"percentages": [0, 50]}}))
-    with pytest.raises(ConfigError, match=r"insertion.*unknown method.*lime"):
-        metric_options("insertion", EvaluateConfig(options={"insertion": {"methods": ["lime"]}}))
+    with pytest.raises(ConfigError, match=r"insertion.*unknown attribution.*lime"):
+        metric_options("insertion", EvaluateConfig(options={"insertion": {"attributions": ["lime"]}}))
     with pytest.raises(ConfigError, match=r"unknown key evaluate.options.faithfulness_correlation.runs"):
         metric_options("faithfulness_correlation", EvaluateConfig(options={"faithfulness_correlation": {"runs": 3}}))
 
@@ -217,10 +217,10 @@ def test_the_report_has_a_faithfulness_table():
     from bcos_lib.core.config import ModelEntry
     from bcos_lib.core.contract import ModelResult
     from bcos_lib.report import make_report
-    ev = {"insertion": {"settings": {"n_images": 32}, "methods": {"own": {"auc": 0.612}, "random": {"auc": 0.301}}},
-          "road": {"settings": {"n_images": 32}, "methods": {"own": {"morf": 0.25, "lerf": 0.875}}},
+    ev = {"insertion": {"settings": {"n_images": 32}, "attributions": {"own": {"auc": 0.612}, "random": {"auc": 0.301}}},
+          "road": {"settings": {"n_images": 32}, "attributions": {"own": {"morf": 0.25, "lerf": 0.875}}},
           "faithfulness_correlation": {"settings": {"n_images": 32},
-                                       "methods": {"own": {"mean": 0.4, "std": 0.1, "n": 31}}}}
+                                       "attributions": {"own": {"mean": 0.4, "std": 0.1, "n": 31}}}}
     r = ModelResult(key="b", entry=ModelEntry(arch="bcos_cnn"), method="bcos", label="b", train=None, explain=None,
                     evaluate=ev, history=None, tables={}, explanations=None)
     text = make_report({"b": r})
@@ -282,8 +282,8 @@ def test_tracked_localisation_scores_fixed_grids(spots_setup):
     assert r.summary["own"] == pytest.approx(score_grids(bcos, grids, classes, "own", 2)["score"].mean())
     ctx.model = std
     assert set(tracked_localisation(ctx).summary) == {"gradcam"}
-    with pytest.raises(ConfigError, match="tracked_localisation.methods.*lime"):
-        metric_options("tracked_localisation", EvaluateConfig(options={"tracked_localisation": {"methods": ["lime"]}}))
+    with pytest.raises(ConfigError, match="tracked_localisation.attributions.*lime"):
+        metric_options("tracked_localisation", EvaluateConfig(options={"tracked_localisation": {"attributions": ["lime"]}}))
 
 
 def test_the_margin_study_draws_and_reports_the_margin_per_epoch():

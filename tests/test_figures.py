@@ -113,22 +113,22 @@ def test_hidden_layers_are_named_as_in_the_paper_not_by_module_path():
     assert "hidden layer 7\nunit 70" in titles  # an older file without titles
 
 
-def test_deletion_legend_names_random_order_once_and_apart_from_the_methods():
+def test_deletion_legend_names_random_order_once_and_apart_from_the_attributions():
     rows = []
     for model in ("std_cnn", "bcos_cnn"):
-        for method, orders in (("ixg", ("most", "least")), ("own", ("most", "least")), ("random", ("random",))):
-            if model == "std_cnn" and method == "own":
+        for attribution, orders in (("ixg", ("most", "least")), ("own", ("most", "least")), ("random", ("random",))):
+            if model == "std_cnn" and attribution == "own":
                 continue
             for order in orders:
                 for f in np.linspace(0, 1, 5):
-                    rows.append({"model": model, "method": method, "order": order, "fraction": f,
+                    rows.append({"model": model, "attribution": attribution, "order": order, "fraction": f,
                                  "score": 1 - f if order != "least" else 1 - f / 2, "score_std": 0.0})
     fig = F.plot_deletion(pd.DataFrame(rows))
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert sum("random" in t.lower() for t in legend) == 1, legend
     assert "random order (baseline)" in legend
     assert {"most important first", "least important first"} <= set(legend)
-    # the random curve is a broad light-grey band in every panel (not one more dashed line), the methods coloured
+    # the random curve is a broad light-grey band in every panel (not one more dashed line), the attributions coloured
     for ax in fig.axes[:2]:
         grey = [line for line in ax.lines
                 if tuple(np.round(matplotlib.colors.to_rgb(line.get_color()), 2)) == (0.75, 0.75, 0.75)]
@@ -136,18 +136,18 @@ def test_deletion_legend_names_random_order_once_and_apart_from_the_methods():
 
 
 def test_localisation_and_deletion_figures_stay_legible_with_many_models():
-    """Five models and seven methods: panels in rows of three (not a strip 2 000 pixels wide), labels
+    """Five models and seven attributions: panels in rows of three (not a strip 2 000 pixels wide), labels
     at a readable size."""
     rng = np.random.default_rng(0)
     models = [f"m{i}" for i in range(5)]
-    scores = pd.DataFrame([{"model": m, "method": meth, "score": rng.random(), "cell": c}
-                           for m in models for meth in ("own", "ixg", "ig", "gradcam", "occlusion", "deeplift", "random")
+    scores = pd.DataFrame([{"model": m, "attribution": attr, "score": rng.random(), "cell": c}
+                           for m in models for attr in ("own", "ixg", "ig", "gradcam", "occlusion", "deeplift", "random")
                            for c in range(9)])
     fig = F.plot_localisation(scores)
     width, height = fig.get_size_inches()
     assert width <= 13 and len(fig.axes) == 5
     assert min(t.get_fontsize() for ax in fig.axes for t in ax.get_yticklabels()) >= 8
-    curves = pd.DataFrame([{"model": m, "method": "ixg", "order": o, "fraction": f, "score": 1 - f, "score_std": 0}
+    curves = pd.DataFrame([{"model": m, "attribution": "ixg", "order": o, "fraction": f, "score": 1 - f, "score_std": 0}
                            for m in models for o in ("most", "least") for f in (0, 0.5, 1)])
     fig = F.plot_deletion(curves)
     assert fig.get_size_inches()[0] <= 14 and len(fig.axes) == 5

@@ -29,16 +29,16 @@ def result(key: str, group: str | None = None, train: dict | None = None, evalua
 
 
 def loc(**means: tuple[float, float, float]) -> dict:
-    """A localisation summary: method -> (mean, ci_low, ci_high)."""
-    return {"methods": {m: {"mean": v[0], "ci_low": v[1], "ci_high": v[2], "std": 0.1, "n": 9}
-                        for m, v in means.items()}}
+    """A localisation summary: attribution -> (mean, ci_low, ci_high)."""
+    return {"attributions": {m: {"mean": v[0], "ci_low": v[1], "ci_high": v[2], "std": 0.1, "n": 9}
+                             for m, v in means.items()}}
 
 
 def test_headline_reads_the_stage_summaries_and_leaves_out_what_was_not_scored():
     r = result("b", train={"test_accuracy": 90.123456},
                evaluate={"localisation": loc(own=(0.7, 0.68, 0.72), gradcam=(0.5, 0.45, 0.55), ixg=(0.6, 0.58, 0.62)),
-                         "deletion": {"methods": {"own": {"auc_most": 0.21, "auc_least": 0.7},
-                                                  "random": {"auc_most": 0.4, "auc_least": 0.4}}}})
+                         "deletion": {"attributions": {"own": {"auc_most": 0.21, "auc_least": 0.7},
+                                                       "random": {"auc_most": 0.4, "auc_least": 0.4}}}})
     assert headline(r) == {"accuracy": 90.1235, "loc_own": 0.7, "loc_posthoc": 0.6, "del_own": 0.21}
     assert list(headline(r)) == list(HEADLINE_KEYS)
     # a post-hoc-only model: no own numbers; a model that was only trained: accuracy alone

@@ -167,12 +167,12 @@ def test_untrained_model_gives_the_clear_error(test_ds):
 def test_pointing_game_rows_and_reproducibility(bcos_model, test_ds):
     a = grid_pointing_game(bcos_model, test_ds, "own", n=2, n_grids=6, seed=0, batch_size=4)
     b = grid_pointing_game(bcos_model, test_ds, "own", n=2, n_grids=6, seed=0, batch_size=5)
-    assert list(a.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "method"]
-    assert len(a) == 24 and (a["method"] == "own").all()
+    assert list(a.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "attribution"]
+    assert len(a) == 24 and (a["attribution"] == "own").all()
     assert a["score"].between(0, 1).all()
     pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=0)        # the batch size does not matter
     c = grid_pointing_game(bcos_model, test_ds, "ixg", n=2, n_grids=6, seed=0)
-    assert (c["target"].to_numpy() == a["target"].to_numpy()).all()  # same grids for every method
+    assert (c["target"].to_numpy() == a["target"].to_numpy()).all()  # same grids for every attribution
     assert a["score"].mean() > 0.5                                   # a trained B-cos model localises
 
 
@@ -195,9 +195,9 @@ def test_score_grids_own_matches_explain(bcos_model, test_ds):
 
 
 # ----------------------------------------------------------------------------- pixel deletion
-@pytest.mark.parametrize("method", ["own", "ixg", "random"])
-def test_deletion_curve_starts_at_the_unperturbed_score(bcos_model, test_ds, method):
-    df = pixel_deletion(bcos_model, test_ds, method, n_images=12, steps=4, seed=0)
+@pytest.mark.parametrize("attribution", ["own", "ixg", "random"])
+def test_deletion_curve_starts_at_the_unperturbed_score(bcos_model, test_ds, attribution):
+    df = pixel_deletion(bcos_model, test_ds, attribution, n_images=12, steps=4, seed=0)
     assert list(df["fraction"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
     idx = torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(0))[:12]
     with torch.no_grad():
@@ -215,9 +215,9 @@ def test_deleting_the_most_important_pixels_hurts_more(bcos_model, test_ds):
 
 
 def test_deletion_auc_is_the_trapezoid_area():
-    df = pd.DataFrame({"method": "x", "order": "most", "fraction": [0.0, 0.5, 1.0], "score": [1.0, 0.5, 0.0]})
+    df = pd.DataFrame({"attribution": "x", "order": "most", "fraction": [0.0, 0.5, 1.0], "score": [1.0, 0.5, 0.0]})
     assert deletion_auc(df) == pytest.approx(0.5)
-    both = pd.concat([df, df.assign(method="y")])
+    both = pd.concat([df, df.assign(attribution="y")])
     with pytest.raises(ValueError, match="one curve"):
         deletion_auc(both)
 
@@ -225,8 +225,8 @@ def test_deletion_auc_is_the_trapezoid_area():
 # ----------------------------------------------------------------------------- the evaluate stage
 TINY = EvaluateConfig(grid_size=2, n_grids=4, posthoc_n_grids=2, min_confidence=0.5, smooth=1, batch_size=3,
                       ig_steps=3, occlusion_window=4, occlusion_stride=4, deletion_images=6, deletion_steps=3,
-                      methods=["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"],
-                      deletion_methods=["own", "ixg", "random"])
+                      attributions=["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"],
+                      deletion_attributions=["own", "ixg", "random"])
 
 
 def evaluate_model(model, test_ds, cfg, log=print):
@@ -242,26 +242,26 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     model = bcos_model if arch == "bcos" else std_model
     lines: list[str] = []
     scores, deletion, summary = evaluate_model(model, test_ds, TINY, log=lines.append)
-    expected_methods = TINY.methods if arch == "bcos" else [m for m in TINY.methods if m != "own"]
-    assert list(dict.fromkeys(scores["method"])) == expected_methods
-    assert list(scores.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "method"]
-    per_method = scores.groupby("method").size()
-    for m in expected_methods:
-        assert per_method[m] == (4 if m == "own" else 2) * 4     # own: n_grids, post-hoc: posthoc_n_grids
-    assert set(summary["localisation"]) == ({"grid", "methods", "skipped", "margin"} if arch == "bcos"
-                                            else {"grid", "methods", "skipped"})
-    assert set(summary["deletion"]) == {"settings", "methods", "skipped"}
+    expected_attributions = TINY.attributions if arch == "bcos" else [m for m in TINY.attributions if m != "own"]
+    assert list(dict.fromkeys(scores["attribution"])) == expected_attributions
+    assert list(scores.columns) == ["grid", "cell", "target", "score", "score_unsmoothed", "attribution"]
+    per_attribution = scores.groupby("attribution").size()
+    for m in expected_attributions:
+        assert per_attribution[m] == (4 if m == "own" else 2) * 4  # own: n_grids, post-hoc: posthoc_n_grids
+    assert set(summary["localisation"]) == ({"grid", "attributions", "skipped", "margin"} if arch == "bcos"
+                                            else {"grid", "attributions", "skipped"})
+    assert set(summary["deletion"]) == {"settings", "attributions", "skipped"}
     grid = summary["localisation"]["grid"]
     assert grid["n"] == 2 and grid["uniform_score"] == 0.25
-    assert list(summary["localisation"]["methods"]) == expected_methods
-    for m, s in summary["localisation"]["methods"].items():
+    assert list(summary["localisation"]["attributions"]) == expected_attributions
+    for m, s in summary["localisation"]["attributions"].items():
         assert set(s) == {"mean", "median", "std", "n", "n_grids", "mean_unsmoothed", "ci_low", "ci_high"}
         assert s["ci_low"] <= s["mean"] <= s["ci_high"]
-        assert s["mean"] == pytest.approx(scores.loc[scores["method"] == m, "score"].mean())
+        assert s["mean"] == pytest.approx(scores.loc[scores["attribution"] == m, "score"].mean())
     expected_deletion = ["own", "ixg", "random"] if arch == "bcos" else ["ixg", "random"]
-    assert list(summary["deletion"]["methods"]) == expected_deletion
-    assert all(set(v) == {"auc_most", "auc_least"} for v in summary["deletion"]["methods"].values())
-    assert set(deletion["method"]) == set(expected_deletion)
+    assert list(summary["deletion"]["attributions"]) == expected_deletion
+    assert all(set(v) == {"auc_most", "auc_least"} for v in summary["deletion"]["attributions"].values())
+    assert set(deletion["attribution"]) == set(expected_deletion)
     assert len(deletion) == sum(2 if m != "random" else 1 for m in expected_deletion) * (TINY.deletion_steps + 1)
     if arch == "std":
         assert "own" in summary["localisation"]["skipped"] and any("skipping 'own'" in line for line in lines)
@@ -270,11 +270,11 @@ def test_evaluate_model_returns_the_documented_structure(arch, bcos_model, std_m
     json.dumps(summary, allow_nan=False)                          # JSON-serialisable, finite
 
 
-def test_evaluate_model_rejects_unknown_methods(bcos_model, test_ds):
-    cfg = EvaluateConfig(methods=["own", "lime"])
+def test_evaluate_model_rejects_unknown_attributions(bcos_model, test_ds):
+    cfg = EvaluateConfig(attributions=["own", "lime"])
     with pytest.raises(ValueError, match="lime"):
         evaluate_model(bcos_model, test_ds, cfg, log=lambda s: None)
-    cfg = EvaluateConfig(methods=["own"], deletion_methods=["lime"])
+    cfg = EvaluateConfig(attributions=["own"], deletion_attributions=["lime"])
     with pytest.raises(ValueError, match="lime"):
         evaluate_model(bcos_model, test_ds, cfg, log=lambda s: None)
 

@@ -16,7 +16,7 @@ def _result(key: str, acc: float, own: float | None, gradcam: float, smooth: int
                        train={"profile": "default", "n_parameters": 1234, "epochs": 5, "n_train": 60000,
                               "test_accuracy": acc},
                        explain=None,
-                       evaluate={"localisation": {"grid": {"n": 3, "smooth": smooth}, "methods": loc, "skipped": {}}},
+                       evaluate={"localisation": {"grid": {"n": 3, "smooth": smooth}, "attributions": loc, "skipped": {}}},
                        history=None, tables={}, explanations=None)
 
 
@@ -45,7 +45,7 @@ def test_the_readme_gets_a_compact_copy_and_docs_results_the_whole_report(tmp_pa
 
     report = tmp_path / "report.md"
     report.write_text("_Generated (profile: tiny)._\n\n### Accuracy (test set)\n\n| model | acc |\n|---|---|\n"
-                      "| `a` | 90.00 |\n\n### Localisation: grid (mean)\n\n| method | `a` |\n|---|---|\n"
+                      "| `a` | 90.00 |\n\n### Localisation: grid (mean)\n\n| attribution | `a` |\n|---|---|\n"
                       "| own | 0.500 |\n\nMargin: the own explanation … = **+0.100**.\n\n"
                       "### B sweep (short)\n\n![B sweep](figures/b_sweep.png)\n")
     readme, page = tmp_path / "README.md", tmp_path / "results.md"

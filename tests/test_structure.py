@@ -113,7 +113,7 @@ def test_shared_modules_name_no_paper_and_no_model():
 
 def test_names_declared_for_the_checks_match_what_implements_them():
     """params.yaml is checked against names the registry declares without importing the code that
-    implements them (the losses, the attribution methods, the shared metrics): they must agree."""
+    implements them (the losses, the attributions, the shared metrics): they must agree."""
     from bcos_lib.core import registry
     from bcos_lib.core.config import LOSS_NAMES
     from bcos_lib.explain import list_attributions

@@ -154,8 +154,8 @@ class EvaluateConfig:
     grid_size: int = ranged(3, ge=1)
     n_grids: int = ranged(500, ge=1)
     min_confidence: float = ranged(0.5, ge=0, le=1)
-    methods: list[str] = field(default_factory=lambda: ["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"])
-    posthoc_n_grids: int = ranged(0, ge=0)   # grids for the post-hoc methods (0 = n_grids)
+    attributions: list[str] = field(default_factory=lambda: ["own", "ixg", "ig", "gradcam", "occlusion", "deeplift"])
+    posthoc_n_grids: int = ranged(0, ge=0)   # grids for the post-hoc attributions (0 = n_grids)
     smooth: int = ranged(1, ge=1)   # avg-pool kernel applied to every attribution before scoring
     batch_size: int = ranged(16, ge=1)   # grids per batch
     ig_steps: int = ranged(20, ge=1)
@@ -163,7 +163,7 @@ class EvaluateConfig:
     occlusion_stride: int = ranged(7, ge=1)
     deletion_images: int = ranged(200, ge=1)
     deletion_steps: int = ranged(20, ge=1)
-    deletion_methods: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
+    deletion_attributions: list[str] = field(default_factory=lambda: ["own", "ixg", "random"])
     metrics: list[str] = field(default_factory=lambda: ["localisation", "deletion"])  # registered metrics to run
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric: its own options
 
@@ -311,7 +311,7 @@ def _finite_everywhere(value: Any, where: str) -> None:
 
 def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = True) -> None:
     """A model entry against the registries: its arch, kwargs, method options, start model,
-    and the attribution methods and metrics (with their options) it is evaluated with."""
+    and the attributions and metrics (with their options) it is evaluated with."""
     from .registry import ATTRIBUTIONS
     from .registry import get_metric, list_metrics, method_of
     from .registry import list_models, model_signature
@@ -358,11 +358,11 @@ def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = Tru
         return
     where = f"models.{key}.evaluate" if entry.evaluate else "evaluate"
     known = list(ATTRIBUTIONS)
-    for field_name in ("methods", "deletion_methods"):
-        extra = ("random",) if field_name == "deletion_methods" else ()
+    for field_name in ("attributions", "deletion_attributions"):
+        extra = ("random",) if field_name == "deletion_attributions" else ()
         for m in getattr(cfg, field_name):
             if m not in known and m not in extra:
-                raise ConfigError(f"{where}.{field_name}: unknown attribution method {m!r}; known: "
+                raise ConfigError(f"{where}.{field_name}: unknown attribution {m!r}; known: "
                                   f"{', '.join(known + list(extra))}")
     for m in cfg.metrics:
         if m not in list_metrics():

@@ -39,7 +39,7 @@ SHARED_METRICS = {"localisation": "bcos_lib.metrics", "deletion": "bcos_lib.metr
                   "insertion": "bcos_lib.faithfulness", "road": "bcos_lib.faithfulness",
                   "faithfulness_correlation": "bcos_lib.faithfulness"}
 
-#: the attribution methods (bcos_lib.explain registers each under one of these names; params.yaml
+#: the attributions (bcos_lib.explain registers each under one of these names; params.yaml
 #: is checked against this list, so that checking it does not import the attribution code)
 ATTRIBUTIONS = ("own", "ixg", "ig", "gradcam", "occlusion", "deeplift", "guided_backprop")
 

@@ -70,9 +70,9 @@ def write_tables(tables: dict[str, Any], folder: Path) -> Path:
 
 
 def localisation_table(summaries: dict[str, dict[str, Any]]):
-    """Mean localisation per attribution method (rows) and model (columns)."""
+    """Mean localisation per attribution (rows) and model (columns)."""
     import pandas as pd
-    return pd.DataFrame({k: {m: v["mean"] for m, v in (s.get("localisation") or {}).get("methods", {}).items()}
+    return pd.DataFrame({k: {m: v["mean"] for m, v in (s.get("localisation") or {}).get("attributions", {}).items()}
                          for k, s in summaries.items()})
 
 

@@ -38,7 +38,7 @@ def b_sweep_table(results: Mapping[str, ModelResult]) -> pd.DataFrame:
         if r.train is None:
             continue
         b = _b_of(r)
-        own = ((r.metric("localisation") or {}).get("methods") or {}).get("own")
+        own = ((r.metric("localisation") or {}).get("attributions") or {}).get("own")
         rows.append({"model": r.key, "b": b, "test_accuracy": r.train["test_accuracy"],
                      "localisation": None if own is None else own["mean"],
                      "paper_v1_cifar10_accuracy": BCOS_V1_CIFAR10_ACCURACY_BY_B.get(b)})

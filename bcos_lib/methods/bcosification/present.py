@@ -123,7 +123,7 @@ def report(results: Mapping[str, ModelResult]) -> str:
     img_s, img_c = _images_per_epoch(scratch), _images_per_epoch(converted)
     rows = []
     for r, start in ((scratch, "random init"), (converted, f"`{converted.entry.init_from}` (trained), converted")):
-        loc = (r.metric("localisation") or {}).get("methods", {}).get("own", {}).get("mean")
+        loc = (r.metric("localisation") or {}).get("attributions", {}).get("own", {}).get("mean")
         fixed = (r.metric("fixed_grid_localisation") or {}).get("mean")
         rows.append(f"| `{r.key}` | {r.label} | {start} | {len(r.history)} | "
                     f"{_fmt(float(r.history['test_accuracy'].iloc[-1]))} | {_fmt(loc, 3)} | {_fmt(fixed, 3)} |")

@@ -49,12 +49,13 @@ class DAUInputLocalisationOptions:
     """``evaluate.options.dau_input_localisation``: how many grids (0: ``evaluate.n_grids``) and which maps."""
 
     n_grids: int = ranged(0, ge=0)
-    methods: list[str] = field(default_factory=lambda: ["own", "gradcam"])
+    attributions: list[str] = field(default_factory=lambda: ["own", "gradcam"])
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in ("own", "gradcam")]
-        if bad or not self.methods:
-            raise ValueError(f"dau_input_localisation.methods: choose from 'own' and 'gradcam' (got {self.methods})")
+        bad = [m for m in self.attributions if m not in ("own", "gradcam")]
+        if bad or not self.attributions:
+            raise ValueError(f"dau_input_localisation.attributions: choose from 'own' and 'gradcam' "
+                             f"(got {self.attributions})")
         if self.n_grids < 0:
             raise ValueError(f"dau_input_localisation.n_grids must be ≥ 0 (got {self.n_grids})")
 
@@ -81,23 +82,23 @@ def dau_input_localisation(ctx: EvalContext) -> MetricResult | None:
     pool = confident_pool(model, ctx.test_data, cfg.min_confidence, cfg.batch_size * n * n, ctx.device)
     grids, classes = make_grids(ctx.test_data, pool, n, n_grids, ctx.seed)
     rows, summary = [], {"layer": model.dau_input_layer, "n_grids": int(len(grids)), "grid_size": int(n)}
-    for method in opts.methods:
+    for attribution in opts.attributions:
         scores = []
         for i in range(0, len(grids), max(1, cfg.batch_size)):
             x = prepare_input(model, grids[i:i + cfg.batch_size].to(ctx.device))
             t = classes[i:i + cfg.batch_size].to(ctx.device)
-            if method == "own":
+            if attribution == "own":
                 maps = explain_at_dau_input(model, x, t)[1]
             else:
                 maps = attribute(model, x, t, "gradcam", layer=model.dau_input_layer)
             scores.append(localisation_scores(maps, n, cfg.smooth).cpu())
         s = torch.cat(scores).double()
-        summary[method] = float(s.mean())
+        summary[attribution] = float(s.mean())
         rows.append(pd.DataFrame({"grid": np.repeat(np.arange(len(s)), s.shape[1]),
                                   "cell": np.tile(np.arange(s.shape[1]), len(s)),
                                   "target": classes[:len(s)].reshape(-1).numpy(),
-                                  "score": s.reshape(-1).numpy(), "method": method}))
-        ctx.log(f"dau_input_localisation: {method:<8} {summary[method]:.3f} at {model.dau_input_layer} "
+                                  "score": s.reshape(-1).numpy(), "attribution": attribution}))
+        ctx.log(f"dau_input_localisation: {attribution:<8} {summary[attribution]:.3f} at {model.dau_input_layer} "
                 f"({len(s)} grids)")
     return MetricResult(summary=summary, tables={"dau_input_localisation": pd.concat(rows, ignore_index=True)})
 

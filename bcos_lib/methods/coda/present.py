@@ -24,8 +24,8 @@ PAPER_NUMBERS = {"CODA_CIFAR10_LOCALISATION": CODA_CIFAR10_LOCALISATION,
 
 
 def _localisation(r: ModelResult) -> dict[str, Any]:
-    """{method: {mean, …}} of the shared localisation metric (empty when it did not run)."""
-    return (r.metric("localisation") or {}).get("methods") or {}
+    """{attribution: {mean, …}} of the shared localisation metric (empty when it did not run)."""
+    return (r.metric("localisation") or {}).get("attributions") or {}
 
 
 def t_sweep_table(results: Mapping[str, ModelResult]) -> pd.DataFrame:
@@ -91,17 +91,17 @@ def _fmt(v: Any, nd: int = 3) -> str:
 def coda_report(results: Mapping[str, ModelResult]) -> str:
     """The CoDA section of the results: accuracy and 3×3 localisation beside the paper, the T sweep, the hybrid."""
     lines = ["### CoDA Nets (Dynamic Alignment Units)", ""]
-    methods = ["own", "occlusion", "gradcam", "ig", "ixg"]
-    header = "| model | test acc. (%) | " + " | ".join(methods) + " |"
-    lines += [header, "|" + "---|" * (len(methods) + 2)]
+    attributions = ["own", "occlusion", "gradcam", "ig", "ixg"]
+    header = "| model | test acc. (%) | " + " | ".join(attributions) + " |"
+    lines += [header, "|" + "---|" * (len(attributions) + 2)]
     for r in results_of(results, method="CoDA"):
         loc = _localisation(r)
         if not loc:
             continue
-        cells = [_fmt((loc.get(m) or {}).get("mean")) for m in methods]
+        cells = [_fmt((loc.get(m) or {}).get("mean")) for m in attributions]
         lines.append(f"| {r.label or r.key} | {_fmt((r.train or {}).get('test_accuracy'), 2)} | " + " | ".join(cells) + " |")
     lines.append("| paper, CIFAR-10, T = 1000 | – | " + " | ".join(_fmt(CODA_CIFAR10_LOCALISATION.get(m))
-                                                                 for m in methods) + " |")
+                                                                 for m in attributions) + " |")
     sweep = t_sweep_table(results)
     if len(sweep):
         lines += ["", "| T | test acc. (%) | localisation (own) | paper (CIFAR-10) |", "|---|---|---|---|"]

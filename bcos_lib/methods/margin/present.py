@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ...explain import method_label
+from ...explain import attribution_label
 from ...core.contract import ModelResult, results_of
 
 GROUP = "margin"
@@ -14,7 +14,7 @@ PREFIX = "tracked_localisation_"
 
 
 def _series(r: ModelResult) -> dict[str, Any]:
-    """{method: (epochs, scores)} from a model's history."""
+    """{attribution: (epochs, scores)} from a model's history."""
     h = r.history
     if h is None:
         return {}
@@ -22,7 +22,7 @@ def _series(r: ModelResult) -> dict[str, Any]:
 
 
 def _best_posthoc(models: list[ModelResult]) -> tuple[str, str, Any] | None:
-    """(model key, method, (epochs, scores)) of the post-hoc curve that ends highest among the
+    """(model key, attribution, (epochs, scores)) of the post-hoc curve that ends highest among the
     group's models without an own explanation."""
     best = None
     for r in models:
@@ -52,13 +52,13 @@ def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
                 ax2.plot(ep[:k], sc[:k] - bsc[:k], marker="o", color=line.get_color(), label=r.label or r.key)
         for m, (ep, sc) in s.items():
             if m != "own" and r in post:
-                ax.plot(ep, sc, ls="--", marker="s", label=f"{r.label or r.key}: {method_label(m)}")
+                ax.plot(ep, sc, ls="--", marker="s", label=f"{r.label or r.key}: {attribution_label(m)}")
     from matplotlib.ticker import MaxNLocator
 
     ax.set(xlabel="epoch", ylabel="localisation (fixed grids)", title="own explanation vs post-hoc, per epoch")
     ax.legend(fontsize=8)
     ax2.axhline(0, color="black", lw=0.5)
-    title = f"margin over {method_label(best[1])} on {best[0]}" if best else "margin"
+    title = f"margin over {attribution_label(best[1])} on {best[0]}" if best else "margin"
     ax2.set(xlabel="epoch", ylabel="own − best post-hoc (localisation)", title=title)
     ax2.legend(fontsize=8)
     for a in (ax, ax2):
@@ -84,8 +84,8 @@ def report(results: Mapping[str, ModelResult]) -> str:
     if not rows:
         return ""
     ref = "" if best is None else (f" The reference is the best post-hoc curve of the group's standard CNN: "
-                                   f"{method_label(best[1])} on `{best[0]}`, {best[2][1][-1]:.3f} after the last epoch.")
-    return ("### Margin study: own explanation against the best post-hoc method, over training\n\n"
+                                   f"{attribution_label(best[1])} on `{best[0]}`, {best[2][1][-1]:.3f} after the last epoch.")
+    return ("### Margin study: own explanation against the best post-hoc attribution, over training\n\n"
             "Localisation on the same fixed grids after every epoch (drawn from all test images, so the "
             f"scores differ from the table above, which uses each model's confident pool).{ref}\n\n"
             "| model | B | T | MaxOut | encoding | epochs | own | margin |\n|---|---|---|---|---|---|---|---|\n"
