@@ -275,12 +275,14 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
                      _persist(f"results/train/{key}/metrics.json", cache=False),
                      _persist(f"results/train/{key}/history.csv", cache=False)],
         }
+    # seed replicas (a model's `seeds`) are trained and evaluated for the claims ledger only
+    shown = [k for k, e in params.models.items() if not e.replica_of]
     stages["explain"] = {
         "cmd": _cmd("explain", models="all"),
-        "deps": [data_dep, settings_path("explain"), *(f"models/{key}.pt" for key in params.models),
+        "deps": [data_dep, settings_path("explain"), *(f"models/{key}.pt" for key in shown),
                  *_code(root, "explain", _all_sides(SHARED_SIDES["explain"]))],
-        "outs": [*(_persist(f"results/explain/{key}/explanations.pt") for key in params.models),
-                 *(_persist(f"results/explain/{key}/metrics.json", cache=False) for key in params.models),
+        "outs": [*(_persist(f"results/explain/{key}/explanations.pt") for key in shown),
+                 *(_persist(f"results/explain/{key}/metrics.json", cache=False) for key in shown),
                  _persist("results/notebooks/30_explain.ipynb")],
     }
     for key in params.models:
@@ -297,17 +299,25 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
     stages["figures"] = {
         "cmd": _cmd("figures"),
         "deps": [data_dep, settings_path("figures"), "results/train", "results/explain", "results/evaluate",
-                 *(f"models/{key}.pt" for key in params.models if loaded & set(metrics_of(key, "evaluate"))),
+                 *(f"models/{key}.pt" for key in shown if loaded & set(metrics_of(key, "evaluate"))),
                  *_code(root, "figures", _all_sides(SHARED_SIDES["figures"]) + _metric_modules(
                      sorted({m for k in params.models for m in metrics_of(k, "evaluate")})))],
         "outs": [_persist("figures", cache=False), _persist("results/report.md", cache=False),
                  _persist("results/notebooks/50_figures.ipynb")],
         # DVC has no directory metrics: one entry per model (bcos_lib.headline)
-        "metrics": [*(_persist(f"results/metrics/{key}.json", cache=False) for key in params.models),
+        "metrics": [*(_persist(f"results/metrics/{key}.json", cache=False) for key in shown),
                     _persist("results/summary.json", cache=False)],
     }
+    stages["claims"] = {
+        "cmd": "python -m bcos_lib.stages.claims",
+        "deps": [settings_path("claims"), "results/train", "results/evaluate", "results/convergence.json",
+                 *_compress(code_closure([f"{PACKAGE}.stages.claims", *_all_sides(("claims",))], root), root)],
+        "outs": [_persist("results/claims.md", cache=False)],
+        "metrics": [_persist("results/claims.json", cache=False)],
+    }
     stages["readme"] = {"cmd": "python -m bcos_lib.readme",
-                        "deps": ["results/report.md", *_compress(code_closure([f"{PACKAGE}.readme"], root), root)]}
+                        "deps": ["results/report.md", "results/claims.md",
+                                 *_compress(code_closure([f"{PACKAGE}.readme"], root), root)]}
 
     class _NoAliases(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:

@@ -31,6 +31,7 @@ is an avg-pool kernel size (1 = no smoothing), applied before clamping.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,12 +44,14 @@ from .explain import (attribute, config_options, get_attribution, list_attributi
 from .core.data import ImageDataset
 from .layers.explanation_mode import is_explainable
 from .core.contract import EvalContext, Metric, MetricResult
+from .core.config import ranged
 from .core.registry import register_metric
 from .models.base import prepare_input
 
 __all__ = ["EvaluationError", "class_probabilities", "confident_pool", "make_grids", "localisation_scores",
            "score_grids", "grid_pointing_game", "pixel_deletion", "deletion_auc", "summary_stats",
-           "bootstrap_ci", "paired_margin", "localisation_metric", "deletion_metric"]
+           "bootstrap_ci", "paired_margin", "localisation_metric", "deletion_metric", "label_pool",
+           "paired_localisation_metric", "test_predictions"]
 
 
 class EvaluationError(RuntimeError):
@@ -419,9 +422,78 @@ def deletion_metric(ctx: EvalContext) -> MetricResult | None:
     return MetricResult(summary, {"deletion": pd.concat(frames, ignore_index=True)})
 
 
+def label_pool(ds: ImageDataset) -> dict[int, Tensor]:
+    """Every test image by its label: a pool that depends on no model, so that grids drawn from it
+    with one seed are the same for every model (paired comparisons across models)."""
+    return {c: torch.nonzero(ds.labels == c).flatten() for c in range(ds.num_classes)}
+
+
+@dataclass
+class PairedLocalisationOptions:
+    """``evaluate.options.paired_localisation``."""
+
+    n_grids: int = ranged(100, ge=1)   # grids drawn from all test images (the same for every model)
+    seed: int = ranged(1, ge=0)        # their draw (independent of the localisation metric's grids)
+    attributions: list[str] = field(default_factory=list)   # [] = evaluate.attributions
+
+    def __post_init__(self) -> None:
+        from .core.config import ConfigError
+        from .core.registry import ATTRIBUTIONS
+        unknown = [a for a in self.attributions if a not in ATTRIBUTIONS]
+        if unknown:
+            raise ConfigError(f"evaluate.options.paired_localisation.attributions: unknown {unknown}; "
+                              f"known: {', '.join(ATTRIBUTIONS)}")
+
+
+def paired_localisation_metric(ctx: EvalContext) -> MetricResult | None:
+    """The grid pointing game on grids drawn from *all* test images (:func:`label_pool`), not from
+    the model's confidently classified ones: every model and every attribution is scored on the
+    same grids, so that two models can be compared grid by grid (like with like).  It departs
+    from the protocol of CoDA Nets §5.1 in that pool only (a cell may hold an image the model gets
+    wrong); the localisation metric keeps the protocol.  Summary: ``grid`` and ``attributions``
+    ({attribution: mean, mean_unsmoothed, n_grids}); table ``paired_localisation``."""
+    o: PairedLocalisationOptions = ctx.options or PairedLocalisationOptions()
+    cfg, skipped = ctx.cfg, {}
+    attributions = _applicable(ctx, o.attributions or cfg.attributions, skipped)
+    if not attributions:
+        return None
+    n = cfg.grid_size
+    grids, classes = make_grids(ctx.test_data, label_pool(ctx.test_data), n, o.n_grids, o.seed)
+    stats, frames = {}, []
+    for attribution in attributions:
+        df = score_grids(ctx.model, grids, classes, attribution, n, cfg.smooth, cfg.batch_size, ctx.device,
+                         **config_options(attribution, cfg))
+        frames.append(df)
+        stats[attribution] = {"mean": float(df["score"].mean()), "mean_unsmoothed": float(df["score_unsmoothed"].mean()),
+                              "n_grids": int(o.n_grids)}
+        ctx.log(f"evaluate: {attribution:<16} paired localisation {stats[attribution]['mean']:.3f} "
+                f"({o.n_grids} grids shared by every model)")
+    summary = {"grid": {"n": int(n), "n_grids": int(o.n_grids), "seed": int(o.seed), "smooth": int(cfg.smooth),
+                        "pool": "all test images"}, "attributions": stats, "skipped": skipped}
+    return MetricResult(summary, {"paired_localisation": pd.concat(frames, ignore_index=True)})
+
+
+@torch.no_grad()
+def test_predictions(model: nn.Module, ds: ImageDataset, batch_size: int = 512,
+                     device: torch.device | str = "cpu") -> pd.DataFrame:
+    """The model's predicted class for every image of ``ds``: columns image, label, predicted (the
+    per-image outcomes behind the test accuracy, so that two models' accuracies can be compared
+    image by image)."""
+    preds = []
+    with quiet_evaluation(model):
+        for i in range(0, len(ds), batch_size):
+            x = ds.images[i:i + batch_size].to(device)
+            preds.append(model(prepare_input(model, x)).argmax(1).cpu())
+    predicted = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    return pd.DataFrame({"image": np.arange(len(ds)), "label": ds.labels.numpy(), "predicted": predicted.numpy()})
+
+
 register_metric(Metric("localisation", localisation_metric,
                        description="grid pointing game (CoDA Nets §5.1): share of positive attribution in the "
                                    "target's cell"))
 register_metric(Metric("deletion", deletion_metric,
                        description="pixel deletion: area under the target-probability curve"))
+register_metric(Metric("paired_localisation", paired_localisation_metric, PairedLocalisationOptions,
+                       description="grid pointing game on grids drawn from all test images, the same for every "
+                                   "model (paired comparisons across models)"))
 

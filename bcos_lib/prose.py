@@ -6,8 +6,10 @@ text that no source supports, so that a test fails as soon as a rerun of the pip
 changes a number the prose still quotes.  A decimal written with d decimals is supported when
 one of these, rounded to d decimals, equals it:
 
-1. a number in ``results/{train,explain,evaluate}/*/metrics.json`` (any depth), when the text
-   quotes it with at least 3 significant digits, or a number it so quotes elsewhere;
+1. a number in ``results/{train,explain,evaluate}/*/metrics.json`` (any depth), in the claims
+   ledger (``results/claims.json``), the under-training check (``results/convergence.json``) or the
+   record of measured run times (``results/runs.json``), when the text quotes it with at least 3
+   significant digits, or a number it so quotes elsewhere;
 2. a paper's number (``PAPER_NUMBERS`` of a method's ``present.py``) or a setting of ``params.yaml``;
 3. the difference of two supported numbers quoted in the same paragraph or list item
    ("0.65 points apart", a margin);
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-__all__ = ["numbers_of", "source_numbers", "unsupported_numbers", "readme_section"]
+__all__ = ["numbers_of", "source_numbers", "unsupported_numbers", "readme_section", "prose_of"]
 
 _DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.]*\d)")
 _CODE = re.compile(r"`[^`]*`")
@@ -56,6 +58,10 @@ def source_numbers(root: str | Path) -> tuple[list[float], list[float]]:
     measured: list[float] = []
     for stage in ("train", "explain", "evaluate"):
         for f in sorted((root / "results" / stage).glob("*/metrics.json")):
+            measured += numbers_of(json.loads(f.read_text()))
+    for name in ("claims.json", "convergence.json", "runs.json"):
+        f = root / "results" / name
+        if f.is_file():
             measured += numbers_of(json.loads(f.read_text()))
     fixed = list(numbers_of([m.load("present").paper_numbers for m in list_methods()]))
     params = root / "params.yaml"
@@ -107,3 +113,14 @@ def readme_section(readme: str | Path, heading: str, until: str = "\n#") -> str:
         raise ValueError(f"{readme} has no section {heading!r}")
     body = text.split(heading, 1)[1]
     return body.split(until, 1)[0]
+
+
+_GENERATED = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)
+_FENCE = re.compile(r"```.*?```", re.S)
+
+
+def prose_of(path: str | Path) -> str:
+    """The hand-written text of a markdown file: without the blocks the pipeline generates
+    (between ``<!-- x:start -->`` and ``<!-- x:end -->``), code blocks and tables."""
+    text = _FENCE.sub("", _GENERATED.sub("", Path(path).read_text()))
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("|"))

@@ -14,7 +14,7 @@ import pandas as pd
 from .explain import attribution_label
 from .core.contract import ModelResult
 
-__all__ = ["make_report", "fmt", "table", "localisation_margin", "margin_sentence"]
+__all__ = ["make_report", "fmt", "table", "localisation_margin"]
 
 
 def fmt(v: Any, nd: int = 2) -> str:
@@ -71,9 +71,6 @@ def _localisation_tables(main: list[ModelResult]) -> list[str]:
         out.append(f"### Localisation: {n}×{n} grid pointing game (mean ± std of the per-class scores; {how}; "
                    "95 % CI: bootstrap over grids)\n\n"
                    + table(["attribution"] + [f"`{k}`" for k in loc], rows))
-        margin = localisation_margin(loc)
-        if margin:
-            out.append(margin_sentence(margin))
     dele = {r.key: r.metric("deletion") for r in main if r.metric("deletion")}
     if dele:
         attributions = []
@@ -137,16 +134,6 @@ def localisation_margin(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] 
     diff = o["mean"] - p["mean"]
     return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_attribution": pm, "posthoc": p["mean"],
             "margin": diff, "ci_low": diff - 1.96 * se, "ci_high": diff + 1.96 * se}
-
-
-def margin_sentence(m: Mapping[str, Any]) -> str:
-    """One sentence with the margin of :func:`localisation_margin` and what its interval says."""
-    verdict = ("the interval excludes 0: the own explanation localises better" if m["ci_low"] > 0 else
-               "the interval includes 0: on this budget the difference is not resolved" if m["ci_high"] >= 0 else
-               "the interval lies below 0: the post-hoc attribution localises better")
-    return (f"Margin: the own explanation of `{m['own_model']}` ({m['own']:.3f}) minus the best post-hoc "
-            f"explanation ({attribution_label(m['posthoc_attribution'])} on `{m['posthoc_model']}`, {m['posthoc']:.3f}) "
-            f"= **{m['margin']:+.3f}** (95 % CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}); {verdict}.")
 
 
 def make_report(res: Mapping[str, ModelResult], sections: Sequence[str] = (), figures: Sequence[str] = (),

@@ -16,7 +16,10 @@ Files (keys sorted, so that equal settings are equal bytes):
 ``evaluate/<key>.json``       base, data, the merged evaluate settings, the model's arch, kwargs, options, init_from
 ``explain.json``              base, data, explain, every model's key and label
 ``figures.json``              base, data, figures, every model entry without its train/evaluate overrides
-                              (the figures and the report read the results those stages wrote)
+                              (the figures and the report read the results those stages wrote); seed
+                              replicas left out
+``claims.json``               base, data, every model entry (seed replicas included) without its
+                              train/evaluate overrides (the claims ledger)
 """
 from __future__ import annotations
 
@@ -58,10 +61,12 @@ def stage_settings(p: Params) -> dict[str, dict[str, Any]]:
         out[f"evaluate/{key}.json"] = {**_common(p), "evaluate": dataclasses.asdict(p.evaluate_config(key)),
                                        "model": _entry(p, key)}
     out["explain.json"] = {**_common(p), "explain": dataclasses.asdict(p.explain),
-                           "models": {k: {"label": e.label} for k, e in p.models.items()}}
+                           "models": {k: {"label": e.label} for k, e in p.models.items() if not e.replica_of}}
+    entries = {k: {f: v for f, v in dataclasses.asdict(e).items() if f not in ("train", "evaluate")}
+               for k, e in p.models.items()}
     out["figures.json"] = {**_common(p), "figures": dataclasses.asdict(p.figures),
-                           "models": {k: {f: v for f, v in dataclasses.asdict(e).items() if f not in ("train", "evaluate")}
-                                      for k, e in p.models.items()}}
+                           "models": {k: v for k, v in entries.items() if not v["replica_of"]}}
+    out["claims.json"] = {**_common(p), "models": entries}
     return out
 
 

@@ -1,7 +1,7 @@
 """A smoke run: ``python -m bcos_lib.smoke`` (``make smoke``).
 
-Every kind of stage of the pipeline — data, train, explain, evaluate, figures and the README's
-results section — runs once, through the same runner and notebooks as ``dvc repro``, on a handful
+Every kind of stage of the pipeline — data, train, explain, evaluate, figures, the claims ledger and
+the README's results sections — runs once, through the same runner and notebooks as ``dvc repro``, on a handful
 of models with the ``smoke`` profile (params.yaml: the tiny one on 1 000 images for 1 epoch), and writes under ``runs/smoke/`` (git-ignored).  The
 committed results, figures, README and ``dvc.lock`` are not touched and DVC is not involved, so
 ``git status`` stays clean; the README step updates a copy, ``runs/smoke/README.md``.
@@ -37,6 +37,7 @@ def smoke_commands(out: str, models: Sequence[str], profile: str = "smoke") -> l
         if per_model:
             cmd += ["-p", "models", ",".join(models)]
         cmds.append(cmd)
+    cmds.append([sys.executable, "-m", "bcos_lib.stages.claims", "--profile", profile, "--out", out])
     return cmds
 
 
@@ -58,17 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     t_all = time.monotonic()
     for cmd in smoke_commands(out.as_posix(), models, args.profile):
+        name = cmd[3] if cmd[2] == "bcos_lib.runner" else cmd[2]
         t0 = time.monotonic()
-        print(f"smoke: {' '.join(cmd[1:4])} {' '.join(cmd[5:])}", flush=True)
+        print(f"smoke: {' '.join(cmd[1:4])} {' '.join(cmd[4:])}", flush=True)
         p = subprocess.run(cmd, cwd=root, check=False)
         if p.returncode != 0:
-            print(f"smoke: FAILED at {cmd[3]} (exit {p.returncode}); nothing outside {out} was written",
+            print(f"smoke: FAILED at {name} (exit {p.returncode}); nothing outside {out} was written",
                   file=sys.stderr)
             return p.returncode
-        print(f"smoke: {cmd[3]} done in {time.monotonic() - t0:.0f} s", flush=True)
+        print(f"smoke: {name} done in {time.monotonic() - t0:.0f} s", flush=True)
     readme = root / out / "README.md"
     shutil.copyfile(root / "README.md", readme)
-    update_readme(readme, root / out / "results" / "report.md")
+    update_readme(readme, root / out / "results" / "report.md", claims=root / out / "results" / "claims.md")
     print(f"smoke: every stage ran on {', '.join(models)} in {time.monotonic() - t_all:.0f} s; "
           f"outputs in {out}/ (the committed results are untouched)")
     return 0

@@ -223,7 +223,8 @@ def test_a_method_defined_in_a_test_goes_through_every_stage(toy_method, tmp_pat
     assert s["toy_metric"]["n"] == 8  # the metric's options reached it
     assert set(s["localisation"]["attributions"]) == {"own", "ixg"}
     tables = run.path("results", "evaluate", "toy", "tables")
-    assert {f.name for f in tables.glob("*.csv")} == {"localisation.csv", "deletion.csv", "toy_table.csv"}
+    assert {f.name for f in tables.glob("*.csv")} == {"localisation.csv", "deletion.csv", "toy_table.csv",
+                                                     "predictions.csv"}
 
     written = figures.run(run, log=lambda s: None)
     assert "toy_figure" in written and written["toy_figure"].is_file()

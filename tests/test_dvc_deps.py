@@ -167,10 +167,21 @@ def test_every_model_has_its_stages_settings_and_start():
         train, evaluate = stages[f"train-{key}"], stages[f"evaluate-{key}"]
         assert f"results/settings/train/{key}.json" in train["deps"]
         assert f"results/settings/evaluate/{key}.json" in evaluate["deps"]
-        assert f"models/{key}.pt" in evaluate["deps"] and f"models/{key}.pt" in stages["explain"]["deps"]
+        assert f"models/{key}.pt" in evaluate["deps"]
+        # a seed replica is trained and evaluated for the claims ledger, not explained or drawn
+        assert (f"models/{key}.pt" in stages["explain"]["deps"]) == (not entry.replica_of)
         start = f"models/{entry.init_from}.pt" if entry.init_from else "results/data/summary.json"
         assert start in train["deps"]
     assert [n for n, _ in STAGES if n.startswith("train-")] == [f"train-{k}" for k in params.models]
+    assert any(e.replica_of for e in params.models.values())   # the default profile has seed replicas
+
+
+def test_the_claims_stage_reads_the_results_and_only_the_claims_code():
+    claims = dict(STAGES)["claims"]
+    assert {"results/train", "results/evaluate", "results/settings/claims.json"} <= set(claims["deps"])
+    code = [d for d in claims["deps"] if d.startswith("bcos_lib/")]
+    assert not any(d.endswith(("present.py", "figures.py", "metrics.py", "model.py")) for d in code), code
+    assert "results/claims.md" in dict(STAGES)["readme"]["deps"]
 
 
 def test_dvc_yaml_is_what_the_generator_writes():

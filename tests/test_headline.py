@@ -79,7 +79,8 @@ def test_dvc_yaml_declares_the_headline_files_as_the_only_metrics():
         body = stage.get("do", stage)
         for entry in body.get("metrics", []):
             declared.setdefault(name, []).extend(entry)
-    assert declared == {"figures": [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"]}
+    assert declared == {"figures": [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"],
+                        "claims": ["results/claims.json"]}
     # the stages' own metrics.json files are still outputs (git-tracked, not in DVC's cache)
     for key in models:
         outs = [next(iter(o)) for o in stages[f"evaluate-{key}"]["outs"]]
@@ -101,12 +102,24 @@ needs_results = pytest.mark.skipif(not (REPO / "results" / "metrics").is_dir(),
 @needs_dvc
 @needs_results
 def test_dvc_metrics_show_is_a_row_per_model_that_fits_120_columns():
-    lines = lines_of([str(DVC), "metrics", "show"])
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    files = [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"]
+    lines = lines_of([str(DVC), "metrics", "show", *files])
     header, rows = lines[0].split(), lines[1:]
     assert header == ["Path", "accuracy", "del_own", "loc_own", "loc_posthoc", "margin", "margin_low"], header
-    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
-    assert sorted(r.split()[0] for r in rows) == sorted([f"results/metrics/{k}.json" for k in models]
-                                                        + ["results/summary.json"])
+    assert sorted(r.split()[0] for r in rows) == sorted(files)
+    assert max(map(len, lines)) <= WIDTH, max(map(len, lines))
+
+
+@needs_dvc
+@pytest.mark.skipif(not (REPO / "results" / "claims.json").is_file(), reason="no results/claims.json (the claims stage)")
+def test_dvc_metrics_show_of_the_claims_ledger_is_its_verdict_counts_within_120_columns():
+    lines = lines_of([str(DVC), "metrics", "show", "results/claims.json"])
+    header, row = lines[0].split(), lines[1].split()
+    assert header == ["Path", "inconclusive", "not_reproduced", "not_run", "reproduced", "under_trained"], header
+    data = json.loads((REPO / "results" / "claims.json").read_text())
+    assert [int(v) for v in row[1:]] == [data[k] for k in header[1:]]
+    assert sum(data[k] for k in header[1:]) == len(data["claims"])
     assert max(map(len, lines)) <= WIDTH, max(map(len, lines))
 
 

@@ -46,14 +46,14 @@ def test_the_readme_gets_a_compact_copy_and_docs_results_the_whole_report(tmp_pa
     report = tmp_path / "report.md"
     report.write_text("_Generated (profile: tiny)._\n\n### Accuracy (test set)\n\n| model | acc |\n|---|---|\n"
                       "| `a` | 90.00 |\n\n### Localisation: grid (mean)\n\n| attribution | `a` |\n|---|---|\n"
-                      "| own | 0.500 |\n\nMargin: the own explanation … = **+0.100**.\n\n"
+                      "| own | 0.500 |\n\n"
                       "### B sweep (short)\n\n![B sweep](figures/b_sweep.png)\n")
     readme, page = tmp_path / "README.md", tmp_path / "results.md"
     readme.write_text(f"# x\n\n{START}\nold\n{END}\n\ntail\n")
     page.write_text(f"# Results\n\n{START}\n{END}\n")
     assert update_readme(readme, report, page)
     short = readme.read_text().split(START)[1].split(END)[0]
-    assert "### Accuracy" in short and "90.00" in short and "**+0.100**" in short
+    assert "### Accuracy" in short and "90.00" in short
     assert "0.500" not in short and "b_sweep" not in short  # the other tables stay in docs/results.md
     assert "Localisation, B sweep" in short and "(docs/results.md)" in short
     assert readme.read_text().endswith("\n\ntail\n")
@@ -61,3 +61,22 @@ def test_the_readme_gets_a_compact_copy_and_docs_results_the_whole_report(tmp_pa
     assert "0.500" in full and "](../figures/b_sweep.png)" in full  # figure links relative to docs/
     assert short.strip() == compact_report(report.read_text()).strip()
     assert not update_readme(readme, report, page)  # a second run changes nothing
+
+
+def test_the_claims_ledger_goes_to_both_its_table_to_the_readme(tmp_path):
+    from bcos_lib.readme import CLAIMS_END, CLAIMS_START, END, START, update_readme
+
+    report, claims = tmp_path / "report.md", tmp_path / "claims.md"
+    report.write_text("_Generated._\n\n### Accuracy (test set)\n\n| model | acc |\n|---|---|\n| `a` | 90.00 |\n")
+    claims.write_text("2 claims: 1 reproduced, 1 inconclusive.\n\n| claim | paper | ours [95 % CI] | seeds | verdict |\n"
+                      "|---|---|---|---|---|\n| a | 0.9 | +0.100 [+0.050, +0.150] | 3 | **reproduced** |\n\n"
+                      "- **a** (P; paper: 0.9). Ours: difference 0.100 (95 % CI 0.050 to 0.150).\n")
+    readme, page = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text(f"# x\n\n{START}\n{END}\n\n{CLAIMS_START}\nold\n{CLAIMS_END}\n")
+    page.write_text(f"# Results\n\n{START}\n{END}\n\n{CLAIMS_START}\n{CLAIMS_END}\n")
+    assert update_readme(readme, report, page, claims)
+    short = readme.read_text().split(CLAIMS_START)[1].split(CLAIMS_END)[0]
+    assert "2 claims: 1 reproduced" in short and "**reproduced**" in short and "Ours: difference" not in short
+    full = page.read_text().split(CLAIMS_START)[1].split(CLAIMS_END)[0]
+    assert "**reproduced**" in full and "Ours: difference 0.100" in full
+    assert not update_readme(readme, report, page, claims)

@@ -201,7 +201,8 @@ def test_a_failed_stage_does_not_print_the_kernels_shutdown_interrupt(project):
 def test_unknown_model_key_and_profile_stop_before_anything_runs(project):
     p = runner(project, "nb/good.ipynb", "results/good.ipynb", "-p", "profile", "tiny", "-p", "models", "std_cnn,bcos")
     assert p.returncode == 2
-    defined = ", ".join(yaml.safe_load((project / "params.yaml").read_text())["models"])
+    from bcos_lib.core.config import load_params
+    defined = ", ".join(load_params(project / "params.yaml", "tiny").models)   # seed replicas included
     assert p.stderr.strip() == ("error: params.yaml: no model 'bcos' in `models` (asked for by `-p models std_cnn,bcos`); "
                                 f"defined: {defined} (nothing was run or written: fix it and run again)")
     p = runner(project, "nb/good.ipynb", "results/good.ipynb", "-p", "profile", "huge")

@@ -17,11 +17,13 @@ DATA = REPO / "data" / "fashion-mnist"
 
 def test_every_stage_kind_runs_and_writes_below_the_output_folder():
     cmds = smoke_commands("runs/smoke", ["std_cnn", "bcos_cnn"])
-    assert [c[3] for c in cmds] == [f"notebooks/{nb}.ipynb" for nb, _ in STAGES]
+    notebooks, claims = cmds[:-1], cmds[-1]
+    assert [c[3] for c in notebooks] == [f"notebooks/{nb}.ipynb" for nb, _ in STAGES]
     assert {nb[3:] for nb, _ in STAGES} == {"data", "train", "explain", "evaluate", "figures"}
-    for c in cmds:
+    for c in notebooks:
         assert c[4].startswith("runs/smoke/"), c
         assert c[c.index("output_dir") + 1] == "runs/smoke", c
+    assert claims[1:3] == ["-m", "bcos_lib.stages.claims"] and claims[claims.index("--out") + 1] == "runs/smoke"
 
 
 @pytest.mark.parametrize("out", ["results", "/tmp/x", "runs/../results", "."])
@@ -49,7 +51,7 @@ def test_a_smoke_run_leaves_git_status_as_it_was():
         assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
         assert "every stage ran on std_cnn" in p.stdout
         for rel in ("models/std_cnn.pt", "results/report.md", "figures/training_curves.png", "README.md",
-                    "results/notebooks/50_figures.ipynb"):
+                    "results/notebooks/50_figures.ipynb", "results/claims.json", "results/claims.md"):
             assert (out / rel).is_file(), rel
         assert _status() == before
     finally:

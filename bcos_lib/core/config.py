@@ -126,6 +126,8 @@ class TrainConfig:
                                                             # epoch (history.csv columns <metric>_<summary key>)
     channels_last: bool = False      # NHWC memory layout for the training step (bcos_lib.train.fit)
     precision: str = ranged("fp32", choices=("fp32", "bf16"))   # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
+    seed: int = ranged(-1, ge=-1)    # the training seed (initialisation, batch order); -1: base.seed. Set per
+                                     # replica by a model's `seeds`; the data subset and evaluation keep base.seed
 
 
 @dataclass
@@ -139,6 +141,9 @@ class ModelEntry:
     label: str = ""                                       # how figures and tables name the model
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options (its `options` dataclass)
     init_from: str = ""                                   # start from this trained model (a key of `models`)
+    seeds: list[int] = field(default_factory=list)        # training seeds (base.seed among them): one replica
+                                                          # <key>_s<seed> per other seed, for the claims ledger
+    replica_of: str = ""                                  # set on the replicas that `seeds` makes (not by hand)
 
 
 @dataclass
@@ -374,6 +379,42 @@ def _validate_model(p: Params, key: str, entry: ModelEntry, evaluate: bool = Tru
         metric_options(m, cfg, where)
 
 
+def _expand_seeds(p: Params) -> Params:
+    """Add a replica ``<key>_s<seed>`` after every entry with ``seeds``, one per seed other than
+    ``base.seed`` (which the entry itself trains with): the same entry with ``train.seed`` set,
+    starting from (``init_from``) and compared with (``twin``) the replica of the same seed where
+    that model has one.  Only the training seed changes: data subsets, grids and every evaluation
+    draw keep ``base.seed``, so replicas are scored on the same samples (paired)."""
+    if not any(e.seeds or e.replica_of for e in p.models.values()):
+        return p
+    out: dict[str, ModelEntry] = {}
+    for key, e in p.models.items():
+        if e.replica_of:
+            raise ConfigError(f"models.{key}.replica_of: set by `seeds` on the model it replicates, not by hand")
+        out[key] = e
+        if not e.seeds:
+            continue
+        if len(set(e.seeds)) != len(e.seeds) or any((not isinstance(s, int)) or s < 0 for s in e.seeds):
+            raise ConfigError(f"models.{key}.seeds: expected distinct integers ≥ 0 (got {e.seeds})")
+        if p.base.seed not in e.seeds:
+            raise ConfigError(f"models.{key}.seeds: {e.seeds} must contain base.seed ({p.base.seed}), the seed "
+                              f"`{key}` itself trains with; the others become replicas {key}_s<seed>")
+        for s in e.seeds:
+            if s == p.base.seed:
+                continue
+            rkey = f"{key}_s{s}"
+            if rkey in p.models:
+                raise ConfigError(f"models.{key}.seeds: the replica key {rkey!r} is already a key of `models`")
+
+            def same_seed(other: str) -> str:
+                return f"{other}_s{s}" if other and s in p.models[other].seeds else other if other in p.models else other
+            out[rkey] = dataclasses.replace(e, seeds=[], replica_of=key, train={**e.train, "seed": s},
+                                            label=f"{e.label or key} (seed {s})", init_from=same_seed(e.init_from),
+                                            twin=same_seed(e.twin))
+    p.models = out
+    return p
+
+
 def _validate(p: Params, models: list[str] | None = None) -> None:
     """Check ``p`` against the registries: every model entry, and the section's own metric options
     (``models``: only these entries, and only what training them needs: see :func:`parse_params`)."""
@@ -444,18 +485,18 @@ def parse_params(raw: dict[str, Any], profile: str | None = None, models: list[s
         merged = deep_merge(raw, _known_models_only(raw, profiles.get(name) or {}))
         merged.setdefault("base", {})["profile"] = name
         try:
-            view = _build(Params, merged, "")
+            view = _expand_seeds(_build(Params, merged, ""))
         except ConfigError as e:
             raise ConfigError(f"in profile {name!r} (profiles.{name}): {e}") from None
         _validate(view, models)
         return view
-    _validate(_build(Params, raw, ""))   # the file itself, also where a profile overrides it
+    _validate(_expand_seeds(_build(Params, raw, "")))   # the file itself, also where a profile overrides it
     params = None
     for pname in dict.fromkeys([name, *profiles]):   # the active profile first, then every other one
         merged = deep_merge(raw, _known_models_only(raw, profiles.get(pname) or {}))
         merged.setdefault("base", {})["profile"] = pname
         try:
-            view = _build(Params, merged, "")
+            view = _expand_seeds(_build(Params, merged, ""))
             _validate(view)
         except ConfigError as e:
             raise ConfigError(f"in profile {pname!r} (profiles.{pname}): {e}") from None

@@ -19,6 +19,9 @@ that needs it, so that an edit reruns only the stages it can change:
     what the figures and report stages run: ``figures(results, run) -> {name: Figure}``,
     ``report(results) -> markdown`` and ``PAPER_NUMBERS`` (the paper's reported numbers that
     the tables quote).
+``claims.py``
+    what the claims stage tests: ``CLAIMS``, the paper's claims as data
+    (:class:`bcos_lib.claims.Claim`), and any sample source they need beyond the shared ones.
 
 A method with nothing to present has no ``present.py``; one without builders no ``model.py``.
 The registry (:mod:`bcos_lib.core.registry`) reads the manifests, and imports a side only when a
@@ -127,6 +130,7 @@ class Method:
     figures: Callable[[Mapping[str, "ModelResult"], Any], dict[str, Any]] | None = None
     report: Callable[[Mapping[str, "ModelResult"]], str] | None = None
     paper_numbers: dict[str, Any] = field(default_factory=dict)
+    claims: tuple[Any, ...] = ()   # bcos_lib.claims.Claim, from claims.py
     module: str = ""    # the module that defined a method given in code
     _loaded: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -148,7 +152,8 @@ class Method:
 
     def load(self, side: str) -> "Method":
         """Fill the fields that ``side`` provides (``model``: options, training, init; ``present``:
-        figures, report, paper_numbers; ``metrics``: registers the method's metrics)."""
+        figures, report, paper_numbers; ``metrics``: registers the method's metrics; ``claims``:
+        claims)."""
         if side in self._loaded:
             return self
         self._loaded.add(side)
@@ -163,6 +168,8 @@ class Method:
             self.figures = getattr(mod, "figures", None)
             self.report = getattr(mod, "report", None)
             self.paper_numbers = dict(getattr(mod, "PAPER_NUMBERS", {}))
+        elif side == "claims":
+            self.claims = tuple(getattr(mod, "CLAIMS", ()))
         return self
 
 
@@ -233,7 +240,10 @@ class ModelResult:
 
 def results_of(results: Mapping[str, ModelResult], method: str | None = None,
                group: str | None = None) -> Iterator[ModelResult]:
-    """The results of one method and/or one group, in params.yaml order."""
+    """The results of one method and/or one group, in params.yaml order (seed replicas, which only
+    the claims ledger reads, left out)."""
     for r in results.values():
+        if getattr(r.entry, "replica_of", ""):
+            continue
         if (method is None or r.method == method) and (group is None or r.entry.group == group):
             yield r

@@ -152,8 +152,9 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def model_keys(run: Run, selection: str | list[str] = "all") -> list[str]:
-    """``"all"``, a comma-separated string or a list of keys of params.yaml's `models`."""
-    keys = list(run.params.models) if selection in ("all", "", None) else (
+    """``"all"`` (every model but the seed replicas, which only the train and evaluate stages run),
+    a comma-separated string or a list of keys of params.yaml's `models`."""
+    keys = [k for k, e in run.params.models.items() if not e.replica_of] if selection in ("all", "", None) else (
         [s.strip() for s in selection.split(",")] if isinstance(selection, str) else list(selection))
     for k in keys:
         run.params.model(k)  # raises naming the known keys

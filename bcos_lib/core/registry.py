@@ -36,6 +36,7 @@ __all__ = ["register_model", "create_model", "list_models", "model_signature", "
 METHODS_PACKAGE = "bcos_lib.methods"
 #: the metrics of the shared evaluation code, by the module that registers each
 SHARED_METRICS = {"localisation": "bcos_lib.metrics", "deletion": "bcos_lib.metrics",
+                  "paired_localisation": "bcos_lib.metrics",
                   "insertion": "bcos_lib.faithfulness", "road": "bcos_lib.faithfulness",
                   "faithfulness_correlation": "bcos_lib.faithfulness"}
 

@@ -3,7 +3,8 @@
 The metrics are those registered through the method contract (:func:`bcos_lib.methods.register_metric`):
 the shared grid pointing game and pixel deletion (:mod:`bcos_lib.metrics`) and each method's
 own.  Outputs: ``results/evaluate/<key>/metrics.json`` (``{metric: summary}``) and one CSV per
-table under ``results/evaluate/<key>/tables/``.
+table under ``results/evaluate/<key>/tables/``, among them ``predictions.csv``: the predicted class
+of every test image, from which the claims ledger compares two models' accuracies image by image.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
             if name in tables:
                 raise RuntimeError(f"metric {metric.name!r} writes a table {name!r} that another metric wrote too")
             tables[name] = df.assign(model=key)[["model", *df.columns]]
+    from ..metrics import test_predictions
+    preds = test_predictions(model, test_ds, device=run.device)   # the outcomes behind the accuracy, per image
+    tables["predictions"] = preds.assign(model=key)[["model", *preds.columns]]
     out = run.path("results", "evaluate", key)
     write_tables(tables, out / "tables")
     write_json(summary, out / "metrics.json")

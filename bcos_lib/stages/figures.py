@@ -7,38 +7,16 @@ no ``group``; each registered method then adds its own figures and its report se
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
 from ..core.contract import ModelResult
-from ..core.registry import list_methods, method_of
+from ..core.registry import list_methods
 from ..core.pipeline import Run, save_figure
-from ..core.utils import atomic_write, safe_torch_load
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def collect_results(run: Run) -> dict[str, ModelResult]:
-    """Everything the stages wrote, per model key, in params.yaml order (missing parts are None)."""
-    res = {}
-    for key, entry in run.params.models.items():
-        h = run.path("results", "train", key, "history.csv")
-        tables_dir = run.path("results", "evaluate", key, "tables")
-        tables = {f.stem: pd.read_csv(f) for f in sorted(tables_dir.glob("*.csv"))} if tables_dir.is_dir() else {}
-        e = run.path("results", "explain", key, "explanations.pt")
-        res[key] = ModelResult(
-            key=key, entry=entry, method=method_of(entry.arch).name, label=entry.label or key,
-            train=_read_json(run.path("results", "train", key, "metrics.json")),
-            explain=_read_json(run.path("results", "explain", key, "metrics.json")),
-            evaluate=_read_json(run.path("results", "evaluate", key, "metrics.json")),
-            history=pd.read_csv(h) if h.is_file() else None, tables=tables,
-            explanations=safe_torch_load(e) if e.is_file() else None)
-    return res
+from ..core.results import collect_results
+from ..core.utils import atomic_write
 
 
 def shared_figures(res: dict[str, ModelResult]) -> dict[str, Any]:

@@ -115,18 +115,19 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     kwargs = dict(entry.kwargs)
     kwargs.setdefault("num_classes", train_ds.num_classes)
     kwargs.setdefault("image_channels", train_ds.image_channels)
-    set_seed(p.base.seed)
+    seed = tcfg.seed if tcfg.seed >= 0 else p.base.seed   # a replica's training seed (the data subset keeps base.seed)
+    set_seed(seed)
     model = initial_model(run, key, kwargs)
     hooks = method.training(model, options, tcfg) if method.training is not None else None
     epoch_eval = epoch_evaluation(run, key, test_ds)
-    fingerprint = {"settings": config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), p.base.seed,
+    fingerprint = {"settings": config_fingerprint(entry.arch, kwargs, asdict(tcfg), asdict(p.data), seed,
                                                   *([entry.options] if entry.options else []),
                                                   *([entry.init_from] if entry.init_from else [])),
                    "code": code_fingerprint(run, key)}
     ckpt = run.path("checkpoints", f"{key}.ckpt")
     log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
-    history = fit(model, train_ds, test_ds, tcfg, seed=p.base.seed, device=run.device, checkpoint_path=ckpt,
+    history = fit(model, train_ds, test_ds, tcfg, seed=seed, device=run.device, checkpoint_path=ckpt,
                   fingerprint=fingerprint, checkpoint_name=f"checkpoints/{key}.ckpt", progress=progress, log=log,
                   hooks=hooks,
                   epoch_eval=epoch_eval)
@@ -137,7 +138,7 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     metrics = {"model": key, "arch": entry.arch, "method": method.name, "test_accuracy": round(final["test_accuracy"], 4),
                "test_loss": round(final["test_loss"], 6), "train_loss": round(final["train_loss"], 6),
                "train_accuracy": round(final["train_accuracy"], 4), "epochs": tcfg.epochs,
-               "n_train": len(train_ds), "n_test": len(test_ds), "seed": p.base.seed, "profile": p.base.profile,
+               "n_train": len(train_ds), "n_test": len(test_ds), "seed": seed, "profile": p.base.profile,
                "n_parameters": sum(q.numel() for q in model.parameters()), "versions": versions()}
     model.cpu()
     save_model(model, model_path(run, key), metrics=metrics)

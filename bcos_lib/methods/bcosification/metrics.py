@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ...core.contract import EvalContext, Metric, MetricResult
@@ -37,9 +36,8 @@ class FixedGridOptions:
 def fixed_grids(test_data: Any, n: int, n_grids: int, seed: int) -> tuple[Tensor, Tensor]:
     """Grids of n² distinct classes drawn from *all* test images (not a model's confident pool),
     so that every model and every epoch is scored on the same grids."""
-    from ...metrics import make_grids
-    pool = {c: torch.nonzero(test_data.labels == c).flatten() for c in range(test_data.num_classes)}
-    return make_grids(test_data, pool, n, n_grids, seed)
+    from ...metrics import label_pool, make_grids
+    return make_grids(test_data, label_pool(test_data), n, n_grids, seed)
 
 
 def fixed_grid_localisation(ctx: EvalContext) -> MetricResult | None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ...core.contract import ModelResult, results_of
+from .claims import epochs_to_reach
 
 #: B-cosification (NeurIPS 2024) §4, ImageNet: how many times fewer epochs the B-cosified model
 #: needs than the B-cos model trained from scratch to reach the latter's accuracy
@@ -24,17 +25,6 @@ GROUP = "bcosification"   # params.yaml group of the experiment's two models
 
 
 # ----------------------------------------------------------------------------- the model
-
-
-def epochs_to_reach(history: pd.DataFrame, target: float, start: float, column: str = "test_accuracy") -> float | None:
-    """The (linearly interpolated) number of epochs after which ``history[column]`` first reaches
-    ``target``; the curve starts at (0, ``start``).  None if it never does."""
-    epochs = [0.0] + history["epoch"].astype(float).tolist()
-    values = [start] + history[column].astype(float).tolist()
-    for (e0, v0), (e1, v1) in zip(zip(epochs, values), zip(epochs[1:], values[1:])):
-        if v1 >= target:
-            return e1 if v1 == v0 or v0 >= target else e0 + (e1 - e0) * (target - v0) / (v1 - v0)
-    return None
 
 
 def speedup(scratch: pd.DataFrame, converted: pd.DataFrame, num_classes: int = 10,

@@ -1,0 +1,102 @@
+"""Stage claims: the claims ledger (:mod:`bcos_lib.claims`) of every paper, from what the last
+``dvc repro`` measured.
+
+Writes ``results/claims.json`` (a DVC metric: ``dvc metrics show`` prints the verdict counts;
+the file holds every claim's row) and ``results/claims.md`` (the table and one generated
+paragraph per claim, which the readme stage copies into README.md and docs/results.md).
+``python -m bcos_lib.stages.claims``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..claims import claims_table, ledger
+from ..core.registry import list_methods
+from ..core.utils import atomic_write
+
+__all__ = ["all_claims", "ledger_text", "run", "main"]
+
+
+def all_claims() -> list[tuple[str, Any]]:
+    """(method name, claim) for every claim a method's ``claims.py`` declares, in report order."""
+    out = []
+    for m in sorted(list_methods(), key=lambda m: m.order):
+        m.load("claims")
+        out += [(m.name, c) for c in m.claims]
+    seen: dict[str, str] = {}
+    for name, c in out:
+        if c.id in seen:
+            raise ValueError(f"claim id {c.id!r} is declared by {seen[c.id]} and {name}")
+        seen[c.id] = name
+    return out
+
+
+def _num(v: float | None, unit: str) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if unit in ("points", "×") else f"{v:.3f}"
+
+
+def _paragraph(r: Mapping[str, Any]) -> str:
+    unit = r.get("unit") or ""
+    u = f" {unit}" if unit else ""
+    if r["verdict"] == "not run":
+        return f"- **{r['claim']}** ({r['paper']}): not run — {r.get('reason', '')}."
+    what = {"difference": "difference", "value": "value", "trend": "slope"}[r["test"]]
+    ci = ("no interval (one number per seed, one seed)" if r.get("ci_low") is None
+          else f"95 % CI {_num(r['ci_low'], unit)} to {_num(r['ci_high'], unit)}")
+    side = "above" if r["direction"] == "greater" else "below"
+    seeds = f"{r['seeds']} training seed{'s' if r['seeds'] != 1 else ''}"
+    basis = (f"{r['n']} paired samples" if r.get("paired") else "one number per model" if r.get("ci_low") is None
+             else f"{r['n']} samples per side" if r["test"] == "difference" else f"{r['n']} samples")
+    text = (f"- **{r['claim']}** ({r['paper']}; paper: {r['paper_value']}). Ours: {what} "
+            f"{_num(r['estimate'], unit)}{u} ({ci}; {seeds}, {basis}); the paper's side is {side} "
+            f"{r['threshold']:g}. Verdict: **{r['verdict']}**.")
+    if r.get("under_trained"):
+        text += " Under-training check: " + "; ".join(f"`{k}` {w}" for k, w in r["under_trained"].items()) + "."
+    if r.get("note"):
+        text += f" {r['note']}"
+    return text
+
+
+def ledger_text(data: Mapping[str, Any]) -> str:
+    """The markdown of results/claims.md: the table, then one paragraph per claim."""
+    counts = ", ".join(f"{data[k]} {k.replace('_', ' ')}" for k in
+                       ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run") if data.get(k))
+    head = (f"{len(data['claims'])} claims: {counts}. Intervals are 95 % (bootstrap over the evaluation "
+            "samples within a training seed, combined across seeds; docs/claims.md says how).\n\n")
+    return head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
+
+
+def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Compute the ledger of ``results`` (model key → ModelResult) and write its two files under ``root``."""
+    conv_file = root / "results" / "convergence.json"
+    convergence = json.loads(conv_file.read_text()) if conv_file.is_file() else {}
+    data = ledger(all_claims(), results, convergence)
+    text = json.dumps(data, indent=1, default=float) + "\n"
+    out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
+           "claims.md": atomic_write(root / "results" / "claims.md",
+                                     lambda tmp: Path(tmp).write_text(ledger_text(data)))}
+    log(f"claims: {len(data['claims'])} claims — " + ", ".join(
+        f"{k} {data[k]}" for k in ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run")))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..core.pipeline import setup
+    from ..core.results import collect_results
+    import argparse
+    ap = argparse.ArgumentParser(description="Write the claims ledger (results/claims.json, results/claims.md).")
+    ap.add_argument("--profile", default=None, help="a params.yaml profile (default: base.profile)")
+    ap.add_argument("--out", default=None, help="the output root, relative to the project (default: the profile's)")
+    args = ap.parse_args(argv)
+    run_ = setup(args.profile, args.out)
+    run(run_.out, collect_results(run_, explanations=False, replicas=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The claims ledger: verdicts, intervals across seeds, pairing, trends, and the declared claims."""
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bcos_lib.claims import (Arm, Claim, ClaimError, Estimate, Samples, claims_table, combine_seeds, evaluate_claim,
+                             ledger, seed_estimate, verdict)
+from bcos_lib.core.contract import ModelResult
+
+
+def _entry(group: str = "", replica_of: str = "", **kwargs):
+    return SimpleNamespace(group=group, replica_of=replica_of, kwargs=kwargs, arch="x")
+
+
+def _result(key: str, scores: dict[str, np.ndarray] | None = None, acc: float = 90.0, n_test: int = 1000,
+            group: str = "", replica_of: str = "", table: str = "paired_localisation", **kwargs) -> ModelResult:
+    tables = {}
+    if scores:
+        rows = [{"grid": g, "cell": c, "score": s, "score_unsmoothed": s / 2, "attribution": a}
+                for a, per_grid in scores.items() for g, s in enumerate(per_grid) for c in range(2)]
+        tables[table] = pd.DataFrame(rows)
+    return ModelResult(key=key, entry=_entry(group, replica_of, **kwargs), method="m", label=key,
+                       train={"test_accuracy": acc, "n_test": n_test}, explain=None, evaluate={}, history=None,
+                       tables=tables, explanations=None)
+
+
+LOC = Claim("t.loc", "a beats b", paper="P", paper_value="0.9 vs 0.7", metric="paired_localisation",
+            arms=(Arm("a", "own"), Arm("b", "gradcam")))
+
+
+# ----------------------------------------------------------------------------- verdicts
+@pytest.mark.parametrize("ci, direction, expected", [
+    ((0.01, 0.05), "greater", "reproduced"),
+    ((-0.05, -0.01), "greater", "not reproduced"),
+    ((-0.01, 0.05), "greater", "inconclusive"),
+    ((-0.05, -0.01), "less", "reproduced"),
+    ((0.01, 0.05), "less", "not reproduced"),
+    (None, "greater", "inconclusive"),
+])
+def test_verdict_reads_the_interval_against_the_papers_side(ci, direction, expected):
+    c = Claim("x", "x", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), direction=direction)
+    assert verdict(c, ci, starved=False) == expected
+
+
+def test_a_threshold_moves_the_line():
+    c = Claim("x", "x", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), threshold=-1.0)
+    assert verdict(c, (-0.8, -0.2), False) == "reproduced"      # within one point
+    assert verdict(c, (-2.0, -1.5), False) == "not reproduced"
+
+
+def test_under_training_replaces_a_negative_verdict_but_not_a_positive_one():
+    c = Claim("x", "x", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")))
+    assert verdict(c, (-0.5, -0.1), starved=True) == "under-trained"
+    assert verdict(c, (-0.5, 0.1), starved=True) == "under-trained"
+    assert verdict(c, (0.1, 0.5), starved=True) == "reproduced"
+
+
+def test_a_malformed_claim_is_refused():
+    with pytest.raises(ClaimError, match="direction"):
+        Claim("x", "x", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), direction="up")
+    with pytest.raises(ClaimError, match="2 arm"):
+        Claim("x", "x", "p", "v", "accuracy", arms=(Arm("a"),))
+    with pytest.raises(ClaimError, match="group"):
+        Claim("x", "x", "p", "v", "accuracy", test="trend")
+
+
+# ----------------------------------------------------------------------------- one seed
+def test_paired_samples_are_compared_on_their_common_ids():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 60)          # a large grid-to-grid spread shared by both sides
+    a = Samples(base + 0.02, np.arange(60))
+    b = Samples(base, np.arange(60))
+    paired = seed_estimate(LOC, [a, b])
+    assert paired.paired and paired.value == pytest.approx(0.02)
+    assert paired.ci[0] == pytest.approx(0.02) and paired.ci[1] == pytest.approx(0.02)  # the difference is constant
+    unpaired = seed_estimate(LOC, [Samples(a.values, None), Samples(b.values, None)])
+    assert not unpaired.paired and unpaired.ci[0] < 0 < unpaired.ci[1]   # the spread hides it without pairing
+
+
+def test_pairing_uses_only_the_shared_ids():
+    a = Samples(np.array([1.0, 2.0, 3.0, 10.0]), np.array([0, 1, 2, 9]))
+    b = Samples(np.array([0.0, 1.0, 2.0]), np.array([0, 1, 2]))
+    e = seed_estimate(LOC, [a, b])
+    assert e.paired and e.n == 3 and e.value == pytest.approx(1.0)
+
+
+def test_a_trend_is_the_slope_of_the_means():
+    c = Claim("t", "rises", "p", "v", "paired_localisation", test="trend", group="g", by="b")
+    rng = np.random.default_rng(1)
+    x = np.array([1.0, 2.0, 3.0])
+    samples = [Samples(0.1 * xi + rng.normal(0, 0.01, 200)) for xi in x]
+    e = seed_estimate(c, samples, x)
+    assert e.value == pytest.approx(0.1, abs=0.005) and e.ci[0] > 0.09 and e.ci[1] < 0.11
+
+
+# ----------------------------------------------------------------------------- across seeds
+def test_one_seed_keeps_the_bootstrap_interval():
+    e = Estimate(0.1, (0.05, 0.15), 0.025, 100, True)
+    assert combine_seeds([e]) == (0.1, (0.05, 0.15))
+
+
+def test_seeds_that_disagree_widen_the_interval():
+    tight = [Estimate(v, (v - 0.01, v + 0.01), 0.005, 100, True) for v in (0.10, 0.11, 0.09)]
+    spread = [Estimate(v, (v - 0.01, v + 0.01), 0.005, 100, True) for v in (0.30, -0.05, 0.05)]
+    m1, (lo1, hi1) = combine_seeds(tight)
+    m2, (lo2, hi2) = combine_seeds(spread)
+    assert m1 == pytest.approx(0.10) and lo1 > 0
+    assert lo2 < 0 < hi2 and (hi2 - lo2) > 5 * (hi1 - lo1)
+
+
+def test_seeds_that_agree_by_chance_keep_the_evaluation_noise():
+    """Three identical seed estimates: the interval is not zero wide (the bootstrap error stays)."""
+    same = [Estimate(0.1, (0.0, 0.2), 0.05, 100, True)] * 3
+    _, (lo, hi) = combine_seeds(same)
+    assert lo < 0.05 and hi > 0.15
+
+
+# ----------------------------------------------------------------------------- a claim on results
+def _paired_results(delta: float, seeds: int = 1, spread: float = 0.0) -> dict[str, ModelResult]:
+    rng = np.random.default_rng(2)
+    res = {}
+    for s in range(seeds):
+        base = rng.uniform(0.3, 0.7, 40)
+        shift = delta + (spread * (s - (seeds - 1) / 2))
+        for key, att, add in (("a", "own", shift), ("b", "gradcam", 0.0)):
+            k = key if s == 0 else f"{key}_s{s}"
+            res[k] = _result(k, {att: np.clip(base + add + rng.normal(0, 0.01, 40), 0, 1)},
+                             replica_of="" if s == 0 else key)
+    return res
+
+
+def test_a_clear_lead_is_reproduced_and_a_clear_deficit_is_not():
+    row = evaluate_claim(LOC, _paired_results(0.1))
+    assert row["verdict"] == "reproduced" and row["paired"] and row["seeds"] == 1 and row["n"] == 40
+    row = evaluate_claim(LOC, _paired_results(-0.1))
+    assert row["verdict"] == "not reproduced"
+
+
+def test_replicas_are_combined_as_seeds():
+    row = evaluate_claim(LOC, _paired_results(0.1, seeds=3))
+    assert row["seeds"] == 3 and len(row["seed_estimates"]) == 3 and row["verdict"] == "reproduced"
+    row = evaluate_claim(LOC, _paired_results(0.02, seeds=3, spread=0.3))
+    assert row["verdict"] == "inconclusive"
+
+
+def test_a_missing_model_is_not_run_and_says_which():
+    res = _paired_results(0.1)
+    del res["b"]
+    row = evaluate_claim(LOC, res)
+    assert row["verdict"] == "not run" and "b" in row["reason"]
+
+
+def test_the_under_training_check_flags_models_and_says_why():
+    res = _paired_results(-0.1)
+    conv = {"a": {"accuracy": 80.0, "long_accuracy": 85.0, "long_epochs": 12}, "b": {
+        "accuracy": 90.0, "long_accuracy": 90.5, "long_epochs": 12}}
+    row = evaluate_claim(LOC, res, conv)
+    assert row["verdict"] == "under-trained" and set(row["under_trained"]) == {"a"}
+    assert "5.0 points" in row["under_trained"]["a"]
+    row = evaluate_claim(LOC, res, {})
+    assert row["under_trained"] == {} and row["unchecked"] == ["a", "b"] and row["verdict"] == "not reproduced"
+    assert "not checked: a, b" in row["reason"]
+
+
+def test_accuracy_claims_pair_the_test_images_when_predictions_were_kept():
+    c = Claim("t.acc", "close", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), threshold=-1.0, unit="points")
+    res = {"a": _result("a", acc=90.0, n_test=10000), "b": _result("b", acc=90.3, n_test=10000)}
+    row = evaluate_claim(c, res)             # outcomes rebuilt from the accuracies: unpaired, too wide to judge
+    assert row["estimate"] == pytest.approx(-0.3) and not row["paired"] and row["ci_low"] < -1.0
+    assert row["verdict"] == "inconclusive"
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 10, 10000)
+    pred_b = np.where(rng.random(10000) < 0.903, labels, (labels + 1) % 10)
+    pred_a = np.where(rng.random(10000) < 0.997, pred_b, (pred_b + 3) % 10)   # the models agree on most images
+    for key, pred in (("a", pred_a), ("b", pred_b)):
+        res[key].tables["predictions"] = pd.DataFrame({"image": np.arange(10000), "label": labels, "predicted": pred})
+    row = evaluate_claim(c, res)
+    assert row["paired"] and row["n"] == 10000 and row["ci_low"] > -1.0 and row["verdict"] == "reproduced"
+
+
+def test_a_trend_claim_orders_its_group_by_the_keyword():
+    c = Claim("t.b", "rises with b", "p", "v", "paired_localisation", test="trend", group="g", by="b",
+              arms=(Arm("", "own"),))
+    rng = np.random.default_rng(3)
+    res = {f"m{b}": _result(f"m{b}", {"own": 0.2 + 0.1 * b + rng.normal(0, 0.02, 50)}, group="g", b=b)
+           for b in (2.5, 1.0, 2.0, 1.5)}
+    row = evaluate_claim(c, res)
+    assert row["verdict"] == "reproduced" and row["estimate"] == pytest.approx(0.1, abs=0.01)
+    assert row["models"] == ["m2.5", "m1.0", "m2.0", "m1.5"]
+
+
+def test_the_ledger_counts_verdicts_and_the_table_has_one_row_per_claim():
+    res = _paired_results(0.1)
+    other = Claim("t.neg", "b beats a", "P", "x", "paired_localisation", arms=(Arm("b", "gradcam"), Arm("a", "own")))
+    data = ledger([("m", LOC), ("m", other)], res)
+    assert data["reproduced"] == 1 and data["not_reproduced"] == 1 and len(data["claims"]) == 2
+    table = claims_table(data)
+    assert table.count("\n| ") == 2 and "**reproduced**" in table and "**not reproduced**" in table
+
+
+# ----------------------------------------------------------------------------- the declared claims
+def test_every_declared_claim_names_models_of_params_and_a_known_source():
+    from bcos_lib.claims import _SOURCES
+    from bcos_lib.core.config import load_params
+    from bcos_lib.stages.claims import all_claims
+
+    claims = all_claims()
+    assert len(claims) >= 12 and {m for m, _ in claims} >= {"bcos", "B-cosification", "CoDA", "DISCOVER", "csg"}
+    params = load_params(None, "default")
+    groups = {e.group for e in params.models.values()}
+    for _, c in claims:
+        assert c.metric in _SOURCES, c.id
+        for a in c.arms:
+            assert not a.model or a.model in params.models, (c.id, a.model)
+        if c.test == "trend":
+            assert c.group in groups, c.id
+
+
+def test_the_papers_numbers_of_the_claims_are_the_methods_paper_numbers():
+    """No typed number: each decimal in a claim's paper value is one of its method's PAPER_NUMBERS."""
+    from bcos_lib.core.registry import list_methods
+    from bcos_lib.prose import numbers_of
+    from bcos_lib.stages.claims import all_claims
+
+    fixed = {round(v, 4) for m in list_methods() for v in numbers_of(m.load("present").paper_numbers)}
+    for _, c in all_claims():
+        for n in re.findall(r"\d+\.\d+", c.paper_value):
+            assert round(float(n), 4) in fixed, (c.id, n)
