@@ -86,6 +86,7 @@ class Claim:
     paper: str
     paper_value: str
     metric: str
+    short: str = ""     # the claim in a few words, for the README's table (default: ``claim``)
     test: str = "difference"
     arms: tuple[Arm, ...] = ()
     direction: str = "greater"
@@ -368,7 +369,8 @@ def unchecked(r: ModelResult, convergence: Mapping[str, Any]) -> bool:
 def evaluate_claim(claim: Claim, results: Mapping[str, ModelResult], convergence: Mapping[str, Any] | None = None,
                    seed: int = 0) -> dict[str, Any]:
     """The ledger row of one claim: estimate, interval, seeds, samples, verdict and why."""
-    row: dict[str, Any] = {"id": claim.id, "claim": claim.claim, "paper": claim.paper,
+    row: dict[str, Any] = {"id": claim.id, "claim": claim.claim, "short": claim.short or claim.claim,
+                           "paper": claim.paper,
                            "paper_value": claim.paper_value, "metric": claim.metric, "test": claim.test,
                            "direction": claim.direction, "threshold": claim.threshold, "unit": claim.unit,
                            "note": claim.note, "arms": [asdict(a) for a in claim.arms]}
@@ -473,6 +475,6 @@ def claims_table(data: Mapping[str, Any]) -> str:
             ours = (f"{_fmt(r['estimate'], r.get('unit', ''))}{unit} "
                     f"[{_fmt(r['ci_low'], r.get('unit', ''))}, {_fmt(r['ci_high'], r.get('unit', ''))}]")
         v = r["verdict"] if r["verdict"] != "not run" else f"not run ({r.get('reason', '')})"
-        lines.append(f"| {r['claim']} | {r['paper_value']} | {ours} | {r.get('seeds', 0)} | **{v}** |")
+        lines.append(f"| {r.get('short') or r['claim']} | {r['paper_value']} | {ours} | {r.get('seeds', 0)} | **{v}** |")
     return "\n".join(lines) + "\n"
 

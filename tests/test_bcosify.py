@@ -127,6 +127,23 @@ def test_b1_with_biases_computes_the_original(name):
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
 
 
+def test_a_float64_source_is_converted_in_float64():
+    """bcosify keeps the source's dtype: a float64 network comes back float64, and at B = 1 with its
+    biases it computes the source's function to float64 precision (not float32's)."""
+    make, size, norm = ARCHS["std_cnn"]
+    torch.manual_seed(0)
+    src = _randomise(make()).double()
+    x = _images(3 if norm else 1, size).double()
+    converted = bcosify(src, b=1.0, keep_bias=True, max_pool="keep", logit_bias=0.0)
+    assert {p.dtype for p in converted.parameters()} == {torch.float64}
+    assert torch.get_default_dtype() == torch.float32   # restored
+    with torch.no_grad():
+        ref = _source_output(src, x, norm is not None)
+        out = converted.eval()(add_inverse(x))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    assert {p.dtype for p in bcosify(src.float()).parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("name", ["resnet18", "densenet121"])
 def test_max_pool_becomes_avg_pool(name):
     """With ``max_pool="avg"`` the network is the original with its max-pools swapped for avg-pools."""

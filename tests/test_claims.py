@@ -231,3 +231,32 @@ def test_the_papers_numbers_of_the_claims_are_the_methods_paper_numbers():
     for _, c in all_claims():
         for n in re.findall(r"\d+\.\d+", c.paper_value):
             assert round(float(n), 4) in fixed, (c.id, n)
+
+
+def test_the_convergence_check_covers_every_model_a_claim_rests_on():
+    import importlib.util
+    from bcos_lib.core.config import load_params
+    from bcos_lib.core.paths import project_root
+    spec = importlib.util.spec_from_file_location("convergence", project_root() / "scripts" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    keys = conv.claim_models()
+    params = load_params()
+    assert set(keys) <= set(params.models) and not any(params.models[k].replica_of for k in keys)
+    assert {"bcos_cnn", "std_cnn", "bcos_b1", "bcos_b2_5", "bcosified_cnn", "bcos_cnn_scratch", "coda_t10",
+            "lwta_cnn", "csg_std_cnn_small"} <= set(keys)
+
+
+def test_the_stage_writes_the_ledger_and_its_markdown(tmp_path, monkeypatch):
+    import json
+    from bcos_lib.stages import claims as stage
+    monkeypatch.setattr(stage, "all_claims", lambda: [("m", LOC)])
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "convergence.json").write_text(json.dumps(
+        {"a": {"accuracy": 80.0, "long_accuracy": 80.2, "long_epochs": 9}}))
+    stage.run(tmp_path, _paired_results(0.1), log=lambda s: None)
+    data = json.loads((tmp_path / "results" / "claims.json").read_text())
+    assert data["reproduced"] == 1 and data["claims"][0]["unchecked"] == ["b"]
+    text = (tmp_path / "results" / "claims.md").read_text()
+    assert text.startswith("1 claim: 1 reproduced.") and "| a beats b | 0.9 vs 0.7 |" in text
+    assert "Verdict: **reproduced**" in text and "Training length not checked for `b`" in text

@@ -57,6 +57,9 @@ def _paragraph(r: Mapping[str, Any]) -> str:
             f"{r['threshold']:g}. Verdict: **{r['verdict']}**.")
     if r.get("under_trained"):
         text += " Under-training check: " + "; ".join(f"`{k}` {w}" for k, w in r["under_trained"].items()) + "."
+    if r.get("unchecked"):
+        text += (" Training length not checked for " + ", ".join(f"`{k}`" for k in r["unchecked"])
+                 + " (the under-training check has not measured them).")
     if r.get("note"):
         text += f" {r['note']}"
     return text
@@ -66,7 +69,8 @@ def ledger_text(data: Mapping[str, Any]) -> str:
     """The markdown of results/claims.md: the table, then one paragraph per claim."""
     counts = ", ".join(f"{data[k]} {k.replace('_', ' ')}" for k in
                        ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run") if data.get(k))
-    head = (f"{len(data['claims'])} claims: {counts}. Intervals are 95 % (bootstrap over the evaluation "
+    n = len(data["claims"])
+    head = (f"{n} claim{'s' if n != 1 else ''}: {counts}. Intervals are 95 % (bootstrap over the evaluation "
             "samples within a training seed, combined across seeds; docs/claims.md says how).\n\n")
     return head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
 

@@ -37,12 +37,14 @@ def _epochs_ratio(r: ModelResult, arm: Arm, ctx: SourceContext) -> Samples | Non
 
 
 CLAIMS = (
-    Claim("bcosification.cost", "A B-cosified network reaches the accuracy of a B-cos network trained from "
+    Claim("bcosification.cost", short="B-cosified net reaches the from-scratch accuracy in fewer epochs (ratio)",
+          claim="A B-cosified network reaches the accuracy of a B-cos network trained from "
           "scratch in fewer epochs (ratio of epochs, from scratch ÷ B-cosified)",
           paper="B-cosification (NeurIPS 2024) §4", paper_value="4.7× (DenseNet-121), 9× (ViT-S), ImageNet",
           metric="epochs_ratio", test="value", arms=(Arm("bcosified_cnn", column="bcos_cnn_scratch"),),
           threshold=1.0, unit="×"),
-    Claim("bcosification.localisation", "A B-cosified network localises on par with one trained from scratch "
+    Claim("bcosification.localisation", short="B-cosified net localises on par with one from scratch (within 0.05)",
+          claim="A B-cosified network localises on par with one trained from scratch "
           "(own explanations on the same grids; within 0.05)",
           paper="B-cosification (NeurIPS 2024) §4", paper_value="on-par localisation (ImageNet)",
           metric="fixed_grid_localisation", arms=(Arm("bcosified_cnn", "own"), Arm("bcos_cnn_scratch", "own")),

@@ -350,6 +350,9 @@ def bcosify(model: nn.Module, b: float = 2.0, keep_bias: bool = False, max_pool:
     log(1/(K−1)) for the BCE loss, 0 for CE).  ``loss``: the loss to fine-tune with.
     ``image_channels=1``: an RGB source made to take grey images (repeated to RGB, folded into
     the first layer).
+
+    The converted network has the source's floating-point type (a float64 model is converted, and
+    comes back, in float64: its function at B = 1 matches the source's to float64 precision).
     """
     cfg = Conversion(float(b), bool(keep_bias), max_pool)
     if loss not in ("bce", "ce"):
@@ -365,7 +368,13 @@ def bcosify(model: nn.Module, b: float = 2.0, keep_bias: bool = False, max_pool:
         raise BcosifyError(f"cannot B-cosify a {_qualname(model)}: supported are the project's std_cnn and "
                            "std_resnet, torchvision's ResNet, VGG, DenseNet and VisionTransformer (for an "
                            "open_clip CLIP image tower use bcosify_clip_visual)")
-    return parts(cfg, logit_bias, loss, image_channels).eval()
+    dtype = next((p.dtype for p in src.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)   # the new layers are created in the source's type
+    try:
+        return parts(cfg, logit_bias, loss, image_channels).to(dtype).eval()
+    finally:
+        torch.set_default_dtype(previous)
 
 
 # each adapter: (source, mean, std) → None (not this architecture) or a function (cfg, logit_bias, loss) → model

@@ -30,18 +30,22 @@ def _filter_loc(r: ModelResult, arm: Arm, ctx: SourceContext) -> Samples | None:
 
 
 CLAIMS = (
-    Claim("csg.accuracy", "A network trained with class-specific gates is about as accurate as the same "
+    Claim("csg.accuracy", short="CSG network about as accurate as without gates (within 1 point)",
+          claim="A network trained with class-specific gates is about as accurate as the same "
           "network trained without (within 1 point)",
           paper="CSG (ECCV 2020) §4.1", paper_value="comparable accuracy (CIFAR-10, ImageNet)",
           metric="accuracy", arms=(Arm("csg_std_cnn_small"), Arm("std_cnn_small")), threshold=-1.0, unit="points"),
-    Claim("csg.mis", "Its last-layer filters are more class-specific (higher mutual information score, nats)",
+    Claim("csg.mis", short="CSG filters more class-specific (MIS, nats)",
+          claim="Its last-layer filters are more class-specific (higher mutual information score, nats)",
           paper="CSG (ECCV 2020) §4.2", paper_value="much higher MIS",
           metric="filter_mi", arms=(Arm("csg_std_cnn_small"), Arm("std_cnn_small"))),
-    Claim("csg.localisation", "The maps of its class filters localise better (filters assigned by mutual "
+    Claim("csg.localisation", short="CSG filter maps localise better",
+          claim="The maps of its class filters localise better (filters assigned by mutual "
           "information in both networks)",
           paper="CSG (ECCV 2020) §4.3", paper_value="better localisation (VOC)",
           metric="filter_localisation", arms=(Arm("csg_std_cnn_small", column="mi"), Arm("std_cnn_small", column="mi"))),
-    Claim("csg.adversarial", "Its activation pattern detects adversarial images better (AUROC of the "
+    Claim("csg.adversarial", short="CSG activations detect adversarial images better (AUROC)",
+          claim="Its activation pattern detects adversarial images better (AUROC of the "
           "random-forest detector)",
           paper="CSG (ECCV 2020) §4.4", paper_value="better adversarial detection (CIFAR-10)",
           metric="summary", arms=(Arm("csg_std_cnn_small", column="adversarial_detection.auroc_forest"),

@@ -94,28 +94,43 @@ def top_filters(mi: np.ndarray, gate: np.ndarray | None, cls: int, k: int = 3) -
     return np.lexsort(keys)[::-1][:k].copy()
 
 
-def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray]], class_name: str) -> Any:
+def figure_images(test: Any, cls: int, n_class: int = 2, others: tuple[str, ...] = ("Sandal", "Bag")) -> tuple[Tensor, list[str]]:
+    """Images for :func:`plot_filter_maps`: ``n_class`` test images of class ``cls`` and one of each
+    class of ``others`` (where the data has them), with their class names.  A filter specific to
+    ``cls`` fires on the first and stays silent on the others."""
+    picks = [int(i) for i in torch.nonzero(test.labels == cls).flatten()[:n_class]]
+    for name in others:
+        if name in test.classes and test.classes.index(name) != cls:
+            found = torch.nonzero(test.labels == test.classes.index(name)).flatten()
+            picks += [int(found[0])] if len(found) else []
+    return test.images[picks], [test.classes[int(test.labels[i])] for i in picks]
+
+
+def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray]], class_name: str,
+                     image_classes: list[str] | None = None) -> Any:
     """What a class's top filters see: for each model (row), each image and each of the class's top
     filters, the filter's positive activation (upsampled) over the image, opaque where it fires most
-    and transparent where it is silent.  ``rows``: label → (feature maps (N, C, h, w) of ``images``,
-    the top filters' indices)."""
+    and transparent where it is silent.  Each filter's maps are scaled to its largest activation over
+    all the images shown, so that a filter specific to the class is bright on its images and dark on
+    the others (``image_classes``: the images' class names, for the column titles).  ``rows``:
+    label → (feature maps (N, C, h, w) of ``images``, the top filters' indices)."""
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
     n_img, k = len(images), max(len(f) for _, f in rows.values())
-    fig, axes = plt.subplots(len(rows), n_img * k, figsize=(1.35 * n_img * k + 1.2, 1.55 * len(rows) + 0.7),
+    fig, axes = plt.subplots(len(rows), n_img * k, figsize=(1.35 * n_img * k + 1.2, 1.55 * len(rows) + 0.9),
                              squeeze=False)
     size = images.shape[-2:]
     cmap = colormaps["inferno"]
     for r, (label, (maps, filters)) in enumerate(rows.items()):
         up = F.interpolate(maps[:, filters].clamp_min(0), size=size, mode="bilinear", align_corners=False)
+        peaks = up.amax(dim=(0, 2, 3))   # per filter, over every image shown
         for i in range(n_img):
             for j in range(len(filters)):
                 ax = axes[r, i * k + j]
                 ax.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
-                m = up[i, j]
-                peak = float(m.max())
+                peak = float(peaks[j])
                 if peak > 1e-12:
-                    norm = (m / peak).numpy()
+                    norm = (up[i, j] / peak).numpy()
                     rgba = cmap(norm)
                     rgba[..., 3] = 0.85 * norm   # where the filter is silent, the image shows through
                     ax.imshow(rgba)
@@ -124,11 +139,13 @@ def plot_filter_maps(images: Tensor, rows: Mapping[str, tuple[Tensor, np.ndarray
                             color="white")
                 ax.set_xticks([]), ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(f"image {i + 1}, filter #{j + 1}", fontsize=8)
+                    what = image_classes[i] if image_classes else f"image {i + 1}"
+                    ax.set_title(f"{what}\nfilter #{j + 1}", fontsize=8)
                 ax.set_xlabel(f"filter {filters[j]}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Where the top filters of class “{class_name}” fire (each map scaled to its own maximum; "
-                 "transparent where the filter is silent)", fontsize=10)
+    fig.suptitle(f"Where the top filters of class “{class_name}” fire, on its images and on other classes' "
+                 "(each filter scaled to its largest activation over these images; transparent where silent)",
+                 fontsize=10)
     fig.tight_layout()
     from ...figures import finished
     return finished(fig)
@@ -159,8 +176,7 @@ def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
     if mis:
         out["csg_mis"] = plot_mis(mis)
     cls = test.classes.index(FIGURE_CLASS) if FIGURE_CLASS in test.classes else 0
-    idx = torch.nonzero(test.labels == cls).flatten()[:3]
-    images = test.images[idx]
+    images, image_classes = figure_images(test, cls)
     rows = {}
     for r in group:
         mi = _mi_of_result(r)
@@ -169,7 +185,7 @@ def figures(results: Mapping[str, ModelResult], run: Any) -> dict[str, Any]:
         model = load_trained(run, r.key)
         rows[r.label or r.key] = (feature_maps(model, images, device=run.device), top_filters(mi, _gate_of(r), cls))
     if rows and len(images):
-        out["csg_filter_maps"] = plot_filter_maps(images, rows, test.classes[cls])
+        out["csg_filter_maps"] = plot_filter_maps(images, rows, test.classes[cls], image_classes)
     return out
 
 
