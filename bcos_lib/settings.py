@@ -18,8 +18,8 @@ Files (keys sorted, so that equal settings are equal bytes):
 ``figures.json``              base, data, figures, every model entry without its train/evaluate overrides
                               (the figures and the report read the results those stages wrote); seed
                               replicas left out
-``claims.json``               base, data, every model entry (seed replicas included) without its
-                              train/evaluate overrides (the claims ledger)
+``claims.json``               base, data, and of every model entry (seed replicas included) what the
+                              claims ledger reads: arch, kwargs, group, replica_of, seeds
 """
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def _common(p: Params) -> dict[str, Any]:
 #: the fields of a model entry that its train and evaluate stages read (label, group and twin are for
 #: the figures and the report; the train/evaluate overrides are merged into those sections)
 MODEL_FIELDS = ("arch", "kwargs", "options", "init_from")
+#: the fields of a model entry the claims ledger reads (a trend orders a group by a keyword; replicas are seeds)
+CLAIMS_FIELDS = ("arch", "kwargs", "group", "replica_of", "seeds")
 
 
 def _entry(p: Params, key: str) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def stage_settings(p: Params) -> dict[str, dict[str, Any]]:
                for k, e in p.models.items()}
     out["figures.json"] = {**_common(p), "figures": dataclasses.asdict(p.figures),
                            "models": {k: v for k, v in entries.items() if not v["replica_of"]}}
-    out["claims.json"] = {**_common(p), "models": entries}
+    out["claims.json"] = {**_common(p), "models": {k: {f: v[f] for f in CLAIMS_FIELDS} for k, v in entries.items()}}
     return out
 
 
