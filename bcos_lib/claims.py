@@ -475,6 +475,7 @@ def claims_table(data: Mapping[str, Any]) -> str:
             ours = (f"{_fmt(r['estimate'], r.get('unit', ''))}{unit} "
                     f"[{_fmt(r['ci_low'], r.get('unit', ''))}, {_fmt(r['ci_high'], r.get('unit', ''))}]")
         v = r["verdict"] if r["verdict"] != "not run" else f"not run ({r.get('reason', '')})"
-        lines.append(f"| {r.get('short') or r['claim']} | {r['paper_value']} | {ours} | {r.get('seeds', 0)} | **{v}** |")
+        v = f"**{v}**" + (" on under-trained models" if r["verdict"] == "reproduced" and r.get("under_trained") else "")
+        lines.append(f"| {r.get('short') or r['claim']} | {r['paper_value']} | {ours} | {r.get('seeds', 0)} | {v} |")
     return "\n".join(lines) + "\n"
 

@@ -162,6 +162,9 @@ def test_the_under_training_check_flags_models_and_says_why():
     row = evaluate_claim(LOC, res, conv)
     assert row["verdict"] == "under-trained" and set(row["under_trained"]) == {"a"}
     assert "5.0 points" in row["under_trained"]["a"]
+    assert "under-trained" in claims_table({"claims": [{**row, "short": "x"}]})
+    lead = evaluate_claim(LOC, _paired_results(0.1), conv)
+    assert lead["verdict"] == "reproduced" and "**reproduced** on under-trained models" in claims_table({"claims": [lead]})
     row = evaluate_claim(LOC, res, {})
     assert row["under_trained"] == {} and row["unchecked"] == ["a", "b"] and row["verdict"] == "not reproduced"
     assert "not checked: a, b" in row["reason"]

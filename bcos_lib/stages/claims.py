@@ -67,7 +67,7 @@ def _paragraph(r: Mapping[str, Any]) -> str:
 
 def ledger_text(data: Mapping[str, Any]) -> str:
     """The markdown of results/claims.md: the table, then one paragraph per claim."""
-    counts = ", ".join(f"{data[k]} {k.replace('_', ' ')}" for k in
+    counts = ", ".join(f"{data[k]} {k.replace('under_', 'under-').replace('_', ' ')}" for k in
                        ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run") if data.get(k))
     n = len(data["claims"])
     head = (f"{n} claim{'s' if n != 1 else ''}: {counts}. Intervals are 95 % (bootstrap over the evaluation "
