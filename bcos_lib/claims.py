@@ -123,6 +123,13 @@ class Samples:
     values: np.ndarray
     ids: np.ndarray | None = None
 
+    @classmethod
+    def outcomes(cls, share: float, n: int, hit: float = 1.0) -> "Samples":
+        """``n`` unpaired outcomes (``hit`` or 0) whose mean is ``share`` × ``hit``: the samples
+        behind a share when only the share and its count were kept."""
+        hits = int(round(share * n))
+        return cls(np.r_[np.full(hits, hit), np.zeros(n - hits)], None)
+
     @property
     def scalar(self) -> bool:
         return self.ids is None and len(self.values) == 1
@@ -221,8 +228,7 @@ def _accuracy(r: ModelResult, arm: Arm, ctx: SourceContext) -> Samples | None:
     n = int(r.train.get("n_test") or 0)
     if n <= 0:
         return Samples(np.array([float(r.train["test_accuracy"])]))
-    correct = int(round(float(r.train["test_accuracy"]) * n / 100))
-    return Samples(np.r_[np.full(correct, 100.0), np.zeros(n - correct)], None)
+    return Samples.outcomes(float(r.train["test_accuracy"]) / 100, n, hit=100.0)
 
 
 @register_source("summary")

@@ -1,8 +1,6 @@
 """DISCOVER's claims that this companion tests (see :mod:`bcos_lib.claims`)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...claims import Arm, Claim, Samples, SourceContext, register_source
 from ...core.contract import ModelResult
 
@@ -13,9 +11,7 @@ def _share(r: ModelResult, arm: Arm, ctx: SourceContext) -> Samples | None:
     d = r.metric("dissection") or {}
     if d.get("share_class_concept") is None or not d.get("n_neurons"):
         return None
-    n = int(d["n_neurons"])
-    hits = int(round(float(d["share_class_concept"]) * n))
-    return Samples(np.r_[np.ones(hits), np.zeros(n - hits)])
+    return Samples.outcomes(float(d["share_class_concept"]), int(d["n_neurons"]))
 
 
 CLAIMS = (
