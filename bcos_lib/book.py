@@ -354,7 +354,9 @@ def _copy_linked_files(root: Path, src: Path, pages: Sequence[Path]) -> list[str
             except ValueError:
                 continue
             dest = src / rel
-            if not path.is_file() or dest.exists() or rel.parts[0] in ("results", "build", "models"):
+            # (README.md is the landing page, written by stage_sources itself)
+            if (not path.is_file() or dest.exists() or rel.parts[0] in ("results", "build", "models")
+                    or rel.as_posix() == "README.md"):
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)

@@ -214,3 +214,28 @@ def test_the_page_check_finds_what_is_broken(tmp_path, driver):
     assert "ok.html" not in problems, problems
     assert "cdn.example.org" in problems, problems
     assert page_problems(driver, (tmp_path / "ok.html").as_uri()) == []
+
+
+def test_a_link_back_to_the_readme_does_not_copy_it_over_the_landing_page(tmp_path):
+    """docs/ pages link to ../README.md; the README is the book's landing page, written by the book
+    itself with its table of contents, so it is not copied as one more document (Sphinx would warn
+    of a table of contents that holds its own page)."""
+    root, src = tmp_path / "repo", tmp_path / "src"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text("# the project\n")
+    (root / "docs" / "a.md").write_text("[back](../README.md) and [b](b.md)\n")
+    (root / "docs" / "b.md").write_text("# b\n")
+    (src / "docs").mkdir(parents=True)
+    extra = book._copy_linked_files(root, src, [root / "docs" / "a.md"])
+    assert extra == ["docs/b"] and not (src / "README.md").exists()
+
+
+def test_the_figures_notebook_shows_the_report_with_links_from_its_own_folder(tmp_path):
+    from types import SimpleNamespace
+
+    from bcos_lib.stages.figures import report_as_shown
+    run = SimpleNamespace(path=lambda *parts: tmp_path.joinpath(*parts))
+    report = tmp_path / "results" / "report.md"
+    report.parent.mkdir()
+    report.write_text("![gate matrix](figures/csg_gate_matrix.png) and `figures/x.png`\n")
+    assert report_as_shown(run, report) == "![gate matrix](../../figures/csg_gate_matrix.png) and `figures/x.png`\n"

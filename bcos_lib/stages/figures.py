@@ -7,6 +7,8 @@ no ``group``; each registered method then adds its own figures and its report se
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +17,7 @@ import pandas as pd
 from ..core.contract import ModelResult
 from ..core.registry import list_methods
 from ..core.pipeline import Run, save_figure
-from ..core.results import collect_results
+from ..results import collect_results
 from ..core.utils import atomic_write
 
 
@@ -79,3 +81,11 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
     written.update(write_headlines(res, run.path("results")))
     log(f"wrote {n_figures} figures to figures/, results/report.md, results/metrics/ and results/summary.json")  # no absolute path: same bytes in every clone
     return written
+
+
+def report_as_shown(run: Run, report: Path) -> str:
+    """results/report.md as the executed notebook (results/notebooks/) shows it: the report's
+    figure links are relative to the project root (where README.md shows them), so they are made
+    relative to the notebook's folder (``../../figures/``, which holds in the book as well)."""
+    up = Path(os.path.relpath(run.path("figures"), run.path("results", "notebooks"))).as_posix()
+    return re.sub(r"\]\(figures/", f"]({up}/", report.read_text())
