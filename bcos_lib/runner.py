@@ -9,7 +9,9 @@ mean the same as papermill's).  It
    passed is remembered (``.cache/params-checked/``, git-ignored) under a hash of params.yaml,
    the ``-p`` values and every source file of bcos_lib: the 52 stages of a ``dvc repro`` check
    the same file, and the check imports torch and every method (~2 s each time on 2 cores);
-2. executes the notebook with papermill into a temporary file next to OUTPUT and renames it
+2. executes the notebook in this process (:mod:`bcos_lib.inprocess`: no kernel to start, about
+   4 s less per stage; ``BCOS_RUNNER_KERNEL=1``: in a Jupyter kernel with papermill, as
+   JupyterLab and nbval run it) into a temporary file next to OUTPUT and renames it
    onto OUTPUT only when every cell succeeded.  A failed run leaves OUTPUT as it was (so a
    good result is never replaced by a failed one, and DVC sees no changed output once the
    cause is fixed) and keeps the failed notebook, with its traceback, at
@@ -20,7 +22,7 @@ mean the same as papermill's).  It
    parameters cell are removed or fixed, and each cell's text output is stored as Jupyter
    shows it (carriage returns applied, so an erased progress bar leaves nothing).  A rerun that
    computes the same results writes the same bytes, and DVC reruns nothing after it;
-4. provisions CurveZMQ keys for the kernel (jupyter_client's ``transport_encryption``), which
+4. with a kernel, provisions CurveZMQ keys for it (jupyter_client's ``transport_encryption``), which
    is what the kernel's "running over TCP without encryption" warning asks for.
 
 The notebook's printed output goes to this process's stdout and stderr as it is produced.
@@ -216,6 +218,13 @@ _QUIET_SHUTDOWN = ("__import__('logging').getLogger('IPKernelApp').addFilter("
                    "lambda record: 'KeyboardInterrupt caught in kernel' not in record.getMessage())")
 
 
+def use_kernel() -> bool:
+    """Whether stage notebooks run in a Jupyter kernel (papermill) rather than in this process
+    (:mod:`bcos_lib.inprocess`, the default: about 4 s less start-up per stage).  The environment
+    variable ``BCOS_RUNNER_KERNEL=1`` asks for the kernel."""
+    return os.environ.get("BCOS_RUNNER_KERNEL", "") not in ("", "0")
+
+
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
                  stdout: Any = None, stderr: Any = None) -> Path:
     """Execute ``notebook`` with ``parameters`` and write it to ``output`` only on success.
@@ -224,8 +233,11 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     is never touched by a failed run.
     """
     import nbformat
-    import papermill as pm
     from traitlets.config import Config
+    cell_failed: tuple[type[BaseException], ...] = ()   # a cell raised, as the kernel's runner says it
+    if use_kernel():
+        import papermill as pm
+        cell_failed = (pm.PapermillExecutionError,)
 
     output = Path(output)
     failed = failed_path(output)
@@ -242,19 +254,28 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # what papermill's CLI sets (debugger warning)
     ok = False
     try:
-        pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False, log_output=False,
-                            stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr, config=config,
-                            extra_arguments=[f"--IPKernelApp.exec_lines={_QUIET_SHUTDOWN}"])
-        nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
+        if use_kernel():
+            pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False,
+                                log_output=False, stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr,
+                                config=config, extra_arguments=[f"--IPKernelApp.exec_lines={_QUIET_SHUTDOWN}"])
+            nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
+        else:
+            from .inprocess import CellError, execute
+            try:
+                nb = execute(notebook, parameters, stdout, stderr)
+            except CellError as e:
+                normalise_notebook(e.notebook, str(output))
+                nbformat.write(e.notebook, tmp)
+                raise StageFailed(f"{e.ename}: {' '.join(str(e.evalue).split())}") from None
         normalise_notebook(nb, str(output))
         nbformat.write(nb, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
         ok = True
-    except pm.PapermillExecutionError as e:
+    except cell_failed as e:
         raise StageFailed(f"{e.ename}: {' '.join(str(e.evalue).split())}") from None
     except BaseException as e:  # the kernel died, Ctrl-C, ...
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, (KeyboardInterrupt, SystemExit, StageFailed)):
             raise
         raise StageFailed(f"{type(e).__name__}: {' '.join(str(e).split())}") from e
     finally:

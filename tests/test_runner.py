@@ -9,6 +9,7 @@ the exception; two runs that compute the same thing write the same bytes; and th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,15 +112,23 @@ def project(tmp_path) -> Path:
     return root
 
 
-def runner(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("BCOS_PROJECT_ROOT", "BCOS_OUTPUT_ROOT", "PYTHONPATH")}
+ENGINES = ["in-process", "kernel"]
+
+
+def runner(project: Path, *args: str, engine: str = "in-process") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BCOS_PROJECT_ROOT", "BCOS_OUTPUT_ROOT", "PYTHONPATH", "BCOS_RUNNER_KERNEL")}
+    if engine == "kernel":
+        env["BCOS_RUNNER_KERNEL"] = "1"
     return subprocess.run([sys.executable, "-m", "bcos_lib.runner", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
-def test_good_run_writes_the_same_bytes_twice_without_the_tcp_warning(project):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_good_run_writes_the_same_bytes_twice_without_the_tcp_warning(project, engine):
     out = project / "results" / "nb" / "good.ipynb"
-    first = runner(project, "nb/good.ipynb", "results/nb/good.ipynb", "-p", "profile", "tiny", "-p", "value", "21")
+    first = runner(project, "nb/good.ipynb", "results/nb/good.ipynb", "-p", "profile", "tiny", "-p", "value", "21",
+                   engine=engine)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "value 21 with profile tiny" in first.stdout
     assert "without encryption" not in first.stdout + first.stderr
@@ -127,28 +136,37 @@ def test_good_run_writes_the_same_bytes_twice_without_the_tcp_warning(project):
     once = out.read_bytes()
     nb = nbformat.reads(once.decode(), as_version=4)
     assert [o.text for o in nb.cells[2].outputs] == ["value 21 with profile tiny\n"]
+    assert [(o.output_type, o.data) for o in nb.cells[3].outputs] == [("execute_result", {"text/plain": "42"})]
+    assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4]
     assert nb.metadata.papermill["output_path"] == "results/nb/good.ipynb"
-    second = runner(project, "nb/good.ipynb", "results/nb/good.ipynb", "-p", "profile", "tiny", "-p", "value", "21")
+    second = runner(project, "nb/good.ipynb", "results/nb/good.ipynb", "-p", "profile", "tiny", "-p", "value", "21",
+                    engine=engine)
     assert second.returncode == 0, second.stdout + second.stderr
     assert out.read_bytes() == once
     assert sorted(p.name for p in out.parent.iterdir()) == ["good.ipynb"]  # no temporary or failed notebook left
 
 
-def test_failing_notebook_keeps_the_output_and_ends_with_the_exception(project):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_failing_notebook_keeps_the_output_and_ends_with_the_exception(project, engine):
     out = project / "results" / "bad.ipynb"
     out.parent.mkdir()
     out.write_text("the good result of an earlier run")
-    p = runner(project, "nb/bad.ipynb", "results/bad.ipynb", "-p", "profile", "tiny")
+    p = runner(project, "nb/bad.ipynb", "results/bad.ipynb", "-p", "profile", "tiny", engine=engine)
     assert p.returncode == 1
+    assert "working" in p.stdout and "ValueError" in p.stderr   # the cell's output and traceback, live
     assert p.stderr.strip().splitlines()[-1] == "error: ValueError: the input is wrong: see the docs"
     assert "results/bad.failed.ipynb" in p.stderr
     assert out.read_text() == "the good result of an earlier run"
     failed = nbformat.read(project / "results" / "bad.failed.ipynb", as_version=4)
-    assert any(o.output_type == "error" and o.ename == "ValueError" for c in failed.cells for o in c.get("outputs", []))
+    errors = [o for c in failed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert [(o.ename, o.evalue) for o in errors] == [("ValueError", "the input is wrong:\nsee the docs")]
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in errors[0].traceback]   # (a kernel colours it)
+    assert any("raise ValueError" in line for line in plain), plain
     assert sorted(q.name for q in out.parent.iterdir()) == ["bad.failed.ipynb", "bad.ipynb"]
     # once the notebook succeeds, the failed one goes
     shutil.copy(project / "nb" / "good.ipynb", project / "nb" / "bad.ipynb")
-    p = runner(project, "nb/bad.ipynb", "results/bad.ipynb", "-p", "profile", "tiny")
+    p = runner(project, "nb/bad.ipynb", "results/bad.ipynb", "-p", "profile", "tiny", "-p", "value", "1",
+               engine=engine)
     assert p.returncode == 0, p.stderr
     assert sorted(q.name for q in out.parent.iterdir()) == ["bad.ipynb"]
 
@@ -192,7 +210,7 @@ def test_a_failed_stage_does_not_print_the_kernels_shutdown_interrupt(project):
     notebook here logs that line itself (what the kernel does, made certain) before it fails."""
     _notebook(project / "nb" / "interrupted.ipynb",
               "get_ipython().kernel.log.error('KeyboardInterrupt caught in kernel.')\nraise ValueError('the real cause')")
-    p = runner(project, "nb/interrupted.ipynb", "results/i.ipynb", "-p", "profile", "tiny")
+    p = runner(project, "nb/interrupted.ipynb", "results/i.ipynb", "-p", "profile", "tiny", engine="kernel")
     assert p.returncode == 1
     assert "KeyboardInterrupt" not in p.stdout + p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1] == "error: ValueError: the real cause"
