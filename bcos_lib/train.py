@@ -11,6 +11,13 @@ batches) and ``precision: bf16`` (the training step's forward under ``torch.auto
 bfloat16, on CPU and GPU; weights, optimiser and loss stay float32).  ``make bench``
 measures both against the default.
 
+``compile: true`` runs the training step's forward through ``torch.compile`` (TorchInductor:
+fused C++/OpenMP kernels on the CPU, Triton on a GPU).  Its kernels are cached under the
+project's ``.cache/inductor`` (:func:`compiled`), so a rerun loads them instead of compiling
+again; where compilation is unavailable (no C++ compiler, an unsupported platform) the step
+runs eagerly and one log line says so.  The weights and explanations are those of the eager
+model: compilation changes the order of floating-point operations, not the computation.
+
 Under ``torchrun`` (the environment names a WORLD_SIZE > 1) ``fit`` trains data-parallel
 with PyTorch's DistributedDataParallel (NCCL on GPUs, gloo on CPUs): every rank draws the
 same global batch and takes its shard of it, gradients are averaged weighted by the shard
@@ -40,7 +47,7 @@ from .core.contract import StepInfo, StepOutput, TrainHooks
 from .models.base import prepare_input
 from .core.utils import UnsafeFileError, atomic_torch_save, evaluating, safe_torch_load
 
-__all__ = ["fit", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
+__all__ = ["fit", "compiled", "compile_cache", "compile_unavailable", "evaluate_accuracy", "loss_fn", "LOSSES", "default_step", "TrainingError", "batches",
            "config_fingerprint", "load_train_checkpoint", "CHECKPOINT_FORMAT", "init_distributed",
            "is_main_process"]
 
@@ -132,6 +139,50 @@ class _DataParallel(nn.parallel.DistributedDataParallel):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.module, name)
+
+
+def compile_cache() -> Path:
+    """Where TorchInductor keeps its compiled kernels: ``.cache/inductor`` under the project root
+    (git-ignored).  ``TORCHINDUCTOR_CACHE_DIR``, when set, wins."""
+    from .core.paths import project_root
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or project_root() / ".cache" / "inductor")
+
+
+def compile_unavailable() -> str:
+    """Why ``torch.compile`` cannot run here ("" when it can): Inductor's CPU kernels need a C++
+    compiler; Windows and Python builds without ``torch._dynamo`` support have none of it."""
+    import importlib
+    import shutil
+    # before torch._dynamo imports Inductor: its first look at the cache folder fixes it for the process
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache()))
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    try:
+        importlib.import_module("torch._dynamo")
+    except Exception as e:  # noqa: BLE001 - any failure to import means: not here
+        return f"torch._dynamo does not import ({type(e).__name__}: {e})"
+    if sys.platform.startswith("win"):
+        return "TorchInductor's CPU backend is not supported on Windows"
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return "no C++ compiler (g++, c++ or clang++) on PATH"
+    return ""
+
+
+_COMPILE_WARNED: set[str] = set()
+
+
+def compiled(net: nn.Module, log: Callable[[str], None] = print) -> nn.Module:
+    """``torch.compile(net)`` with the kernel cache under the project, or ``net`` itself, with one
+    log line per reason, where compiling is unavailable (:func:`compile_unavailable`).  The
+    compiled module shares ``net``'s parameters; a frame Dynamo cannot compile runs eagerly."""
+    why = compile_unavailable()
+    if why:
+        if why not in _COMPILE_WARNED:
+            _COMPILE_WARNED.add(why)
+            log(f"train.compile: {why}; training runs eagerly (same numbers up to float rounding, slower)")
+        return net
+    torch._dynamo.config.suppress_errors = True   # a graph Dynamo cannot compile runs eagerly
+    return torch.compile(net, dynamic=False)
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -239,6 +290,8 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         net = _DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         net = model
+    if cfg.compile:
+        net = compiled(net, log)
 
     def save_checkpoint() -> None:
         if checkpoint_path is not None and rank == 0:

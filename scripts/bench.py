@@ -337,6 +337,124 @@ def explanation_rows(repeats: int, inner: int, quick: bool, data: Path) -> list[
     return rows
 
 
+def _compiled(module: nn.Module) -> nn.Module:
+    from bcos_lib.train import compiled
+    return compiled(module)
+
+
+def _first_call_seconds(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def compiled_rows(repeats: int, inner: int, quick: bool, shapes: dict[str, list[tuple]],
+                  only: list[str] | None = None) -> list[Row]:
+    """``torch.compile`` (TorchInductor) rows: each B-cos conv shape and each interpretable model's
+    training step compiled ÷ its plain twin compiled (each at its own best setting), and each model
+    compiled ÷ eager; the compile and warm-up time of the first call is recorded per row (the
+    kernel cache, ``.cache/inductor``, is used: a cached kernel loads instead of compiling)."""
+    from bcos_lib.train import compile_unavailable
+    why = compile_unavailable()
+    if why:
+        return [Row("compiled", "torch.compile rows", note=f"not measured: {why}")]
+    rows = []
+    for shapes_name, shape_list in shapes.items():
+        xs = [torch.rand(n, c, h, w) for n, c, h, w, _, _ in shape_list]
+        plain = [_compiled(nn.Conv2d(c, o, 3, stride=s, padding=1, bias=False)) for _, c, _, _, o, s in shape_list]
+        b = stack(plain, xs)
+        first_b = _first_call_seconds(b)
+        for max_out, target in ((1, 1.15 if "32×32" in shapes_name else 1.4), (2, 2.0 if "32×32" in shapes_name else 2.3)):
+            bcos = [_compiled(L.BcosConv2d(c, o, 3, stride=s, padding=1, b=2.0, max_out=max_out))
+                    for _, c, _, _, o, s in shape_list]
+            a = stack(bcos, xs)
+            first_a = _first_call_seconds(a)
+            m = compare(a, b, repeats, inner)
+            m.update(first_call_s=first_a, twin_first_call_s=first_b)
+            rows.append(Row("compiled", f"compiled B-cos conv MaxOut {max_out} ÷ compiled nn.Conv2d, {shapes_name}",
+                            m["ratio"], m["low"], m["high"], m["wall_ratio"], f"≤ {target}", m["ratio"] <= target,
+                            note=f"first call (compile) {first_a:.0f} s", detail=m))
+    from bcos_lib.core.config import load_params
+    params = load_params()
+    pairs = {k: e.twin for k, e in params.models.items() if e.twin and not e.replica_of}
+    targets = {"bcos_cnn": 0.7, "coda_net": 0.4, "lwta_cnn": 0.8}
+    for key, twin_key in pairs.items():
+        if (quick and key != "bcos_cnn") or (only and key not in only):
+            continue
+        batch = 32 if quick else params.train_config(key).batch_size
+        x, y = torch.rand(batch, 1, 28, 28), torch.arange(batch) % 10
+        gated = params.model(key).arch.startswith("csg_")
+        try:
+            torch.manual_seed(0)
+            a_eager = train_step(_build(params, key, quick), x, y, gated=gated)
+            a = train_step(_compiled(_build(params, key, quick)), x, y, gated=gated)
+            b = train_step(_compiled(_build(params, twin_key, quick)), x, y)
+            first_a, first_b = _first_call_seconds(a), _first_call_seconds(b)
+        except Exception as err:  # noqa: BLE001 - a model Dynamo cannot compile: say so
+            rows.append(Row("compiled", f"compiled {key} ÷ compiled {twin_key}",
+                            note=f"not compiled here: {type(err).__name__}: {str(err).splitlines()[0][:200]}"))
+            continue
+        target = targets.get(key)
+        what = f"{key} (CSG steps)" if gated else key
+        m = compare(b, a, repeats, inner)
+        m.update(first_call_s=first_a, twin_first_call_s=first_b)
+        rows.append(Row("compiled", f"training images/s: compiled {what} ÷ compiled {twin_key} (batch {batch})",
+                        m["ratio"], m["low"], m["high"], m["wall_ratio"], f"≥ {target}" if target else "",
+                        None if target is None else m["ratio"] >= target,
+                        note=f"first calls (compile) {first_a:.0f} s and {first_b:.0f} s", detail=m))
+        m = compare(a_eager, a, repeats, inner)
+        m.update(first_call_s=first_a)
+        rows.append(Row("compiled", f"training images/s: {what} compiled ÷ eager (batch {batch})",
+                        m["ratio"], m["low"], m["high"], m["wall_ratio"], detail=m))
+    return rows
+
+
+def startup_rows(quick: bool) -> list[Row]:
+    """A pipeline stage's start-up: ``python -m bcos_lib.runner`` on a notebook of the evaluate
+    stage's first cells (params check, imports) that ends at the stage's first line of work — from
+    the command's start to that line, and from it to the process's end (the notebook written) —
+    with the notebook run in the runner's process (the default) and in a Jupyter kernel.  DVC's
+    own work per stage (hashing, ``dvc.lock``) comes on top."""
+    import json as _json
+    import subprocess
+    import tempfile
+    nb = _json.loads((ROOT / "notebooks" / "40_evaluate.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"][:2]
+    probe = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+             "source": "import time\nfrom bcos_lib.stages import evaluate\nprint('FIRST-WORK', time.time())"}
+    nb["cells"] = [*code, probe]
+    import os
+    rows = []
+    for engine in ("in-process", "kernel"):
+        env = {k: v for k, v in os.environ.items() if k != "BCOS_RUNNER_KERNEL"}
+        if engine == "kernel":
+            env["BCOS_RUNNER_KERNEL"] = "1"
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            src, out = Path(tmp) / "probe.ipynb", Path(tmp) / "probe_out.ipynb"
+            src.write_text(_json.dumps(nb))
+            for _ in range(1 if quick else 3):
+                t0 = time.time()
+                proc = subprocess.run([sys.executable, "-m", "bcos_lib.runner", str(src), str(out), "-p", "profile",
+                                       "tiny", "-p", "output_dir", str(Path(tmp) / "run"), "-p", "models", "std_cnn"],
+                                      cwd=ROOT, env=env, capture_output=True, text=True)
+                t1 = time.time()
+                marks = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("FIRST-WORK")]
+                if proc.returncode or not marks:
+                    rows.append(Row("startup", f"stage start-up ({engine})", note=f"not measured: runner exit "
+                                    f"{proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"))
+                    break
+                runs.append((marks[0] - t0, t1 - marks[0]))
+        if not runs:
+            continue
+        start = statistics.median(r[0] for r in runs)
+        end = statistics.median(r[1] for r in runs)
+        rows.append(Row("startup", f"stage start-up, notebook {engine}, seconds: {start:.1f} to the first line of "
+                        f"work, {end:.1f} from the last to the end", note=f"median of {len(runs)} runs",
+                        detail={"start_s": start, "end_s": end, "runs": runs}))
+    return rows
+
+
 def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
@@ -356,13 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes and 3 repetitions (CI: that it runs)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per row (default 7; quick 3)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="the torch.compile rows (default: on, off with --quick: compiling takes 15-45 s per module)")
+    p.add_argument("--only", choices=("eager", "compiled", "startup"), default=None,
+                   help="only these rows (written to results/bench_<rows>.json unless --out is given)")
+    p.add_argument("--models", default="", help="compiled rows: only these interpretable models (comma-separated)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--data", default=str(ROOT / "data" / "fashion-mnist"))
-    p.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    p.add_argument("--out", default=None, help="default results/bench.json (with --only: results/bench_<rows>.json)")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
+    if args.compile is None:
+        args.compile = not args.quick
     repeats = args.repeats or (3 if args.quick else 7)
     inner = 1 if args.quick else 3
     from bcos_lib.core.config import load_params
@@ -372,19 +497,27 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(params.model("bcos_cnn").kwargs)
     if args.quick:
         kw["channels"], kw["strides"] = [8, 8, 16], [1, 2, 2]
-    rows += conv_rows(f"pipeline B-cos CNN's conv layers (batch {batch})", pipeline_conv_shapes(kw, batch),
-                      repeats, inner)
     big = (4, 16, 16, 16, 16, 1) if args.quick else (64, 64, 32, 32, 64, 1)
-    rows += conv_rows(f"batch {big[0]}, {big[1]}→{big[4]}, {big[2]}×{big[3]}, 3×3", [big], repeats, inner)
-    rows += layer_family_rows(repeats, inner, args.quick)
-    rows += training_rows(repeats, inner, args.quick)
-    rows += loading_rows(repeats, inner, args.quick, Path(args.data))
-    rows += explanation_rows(repeats, inner, args.quick, Path(args.data))
+    big_name = f"batch {big[0]}, {big[1]}→{big[4]}, {big[2]}×{big[3]}, 3×3"
+    pipeline_name = f"pipeline B-cos CNN's conv layers (batch {batch})"
+    if args.only in (None, "eager"):
+        rows += conv_rows(pipeline_name, pipeline_conv_shapes(kw, batch), repeats, inner)
+        rows += conv_rows(big_name, [big], repeats, inner)
+        rows += layer_family_rows(repeats, inner, args.quick)
+        rows += training_rows(repeats, inner, args.quick)
+        rows += loading_rows(repeats, inner, args.quick, Path(args.data))
+        rows += explanation_rows(repeats, inner, args.quick, Path(args.data))
+    if args.only in (None, "compiled") and args.compile:
+        rows += compiled_rows(repeats, inner, args.quick, {pipeline_name: pipeline_conv_shapes(kw, batch),
+                                                           big_name: [big]},
+                              only=args.models.split(",") if args.models else None)
+    if args.only in (None, "startup") and not args.quick:
+        rows += startup_rows(args.quick)
     text = table(rows)
     print(f"{torch.get_num_threads()} thread(s), {repeats} interleaved repetitions per row, CPU-time ratios "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__})")
     print(text)
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "results" / (f"bench_{args.only}.json" if args.only else "bench.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "repeats": repeats, "quick": args.quick,
                                "torch": str(torch.__version__), "rows": [r.__dict__ for r in rows]}, indent=2) + "\n")

@@ -166,6 +166,49 @@ def test_channels_last_trains_the_same_weights_and_bf16_trains(tmp_path):
     assert all(w.dtype == ref[n].dtype for n, w in bf16.items())   # the weights stay float32
 
 
+def test_compiled_training_trains_the_same_weights_and_caches_under_the_project(tmp_path, monkeypatch):
+    """train.compile: Inductor's kernels compute the same step in another order of floating-point
+    operations: the weights after an epoch agree with eager training to float tolerance, the saved
+    state has the plain model's keys (no ``_orig_mod.``), and the kernel cache is where it is asked."""
+    import bcos_lib.train as T
+    from bcos_lib.core.utils import set_seed
+    if T.compile_unavailable():
+        pytest.skip(T.compile_unavailable())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    small = {"channels": [4, 8], "strides": [1, 2]}
+    results = {}
+    for compile_ in (False, True):
+        set_seed(0)
+        model = create_model("bcos_cnn", **small)
+        fit(model, _tiny_data(32), None, TrainConfig(epochs=1, batch_size=16, lr=3e-3, compile=compile_), seed=0,
+            progress=False, log=lambda s: None)
+        results[compile_] = model.state_dict()
+    assert results[True].keys() == results[False].keys()
+    for n, w in results[True].items():
+        torch.testing.assert_close(w, results[False][n], rtol=1e-3, atol=1e-4, msg=n)
+    assert any((tmp_path / "inductor").iterdir())
+
+
+def test_compile_unavailable_trains_eagerly_and_says_so_once(monkeypatch):
+    import bcos_lib.train as T
+    monkeypatch.setattr(T, "compile_unavailable", lambda: "no C++ compiler (g++, c++ or clang++) on PATH")
+    monkeypatch.setattr(T, "_COMPILE_WARNED", set())
+    lines = []
+    model = torch.nn.Linear(3, 2)
+    assert T.compiled(model, lines.append) is model
+    assert T.compiled(model, lines.append) is model
+    assert lines == ["train.compile: no C++ compiler (g++, c++ or clang++) on PATH; training runs eagerly "
+                     "(same numbers up to float rounding, slower)"]
+
+
+def test_compile_is_unavailable_without_a_cxx_compiler(monkeypatch):
+    import shutil
+
+    import bcos_lib.train as T
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "no C++ compiler" in T.compile_unavailable() or T.compile_unavailable().startswith("TorchInductor")
+
+
 def test_unknown_precision_is_refused_naming_the_key(tmp_path):
     from bcos_lib.core.config import ConfigError, load_params
     params = write_params(tmp_path / "params.yaml", params_dict(over={"train": {"precision": "fp16"}}))

@@ -126,6 +126,7 @@ class TrainConfig:
                                                             # epoch (history.csv columns <metric>_<summary key>)
     channels_last: bool = False      # NHWC memory layout for the training step (bcos_lib.train.fit)
     precision: str = ranged("fp32", choices=("fp32", "bf16"))   # fp32 | bf16: autocast of the training step's forward (weights stay fp32)
+    compile: bool = False            # torch.compile the training step's forward (Inductor; cache under .cache/inductor)
     seed: int = ranged(-1, ge=-1)    # the training seed (initialisation, batch order); -1: base.seed. Set per
                                      # replica by a model's `seeds`; the data subset and evaluation keep base.seed
 

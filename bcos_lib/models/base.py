@@ -70,8 +70,10 @@ class ImageClassifier(nn.Module):
 
 
 def prepare_input(model: nn.Module, images: Tensor) -> Tensor:
-    """``model.prepare_input(images)`` for project models (also inside a DistributedDataParallel
-    wrapper, as the training step sees them under ``torchrun``), ``images`` for any other module."""
+    """``model.prepare_input(images)`` for project models (also inside ``torch.compile``'s wrapper
+    and a DistributedDataParallel wrapper, as the training step sees them with ``train.compile`` and
+    under ``torchrun``), ``images`` for any other module."""
+    model = getattr(model, "_orig_mod", model)   # torch.compile's OptimizedModule
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     return model.prepare_input(images) if isinstance(model, ImageClassifier) else images
