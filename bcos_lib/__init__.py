@@ -12,11 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "register_model", "prepare_input", "ImageClassifier", "__version__"]
 
 _LAZY = {"create_model": ".core.registry", "list_models": ".core.registry", "register_model": ".core.registry",
-         "prepare_input": ".models.base", "ImageClassifier": ".models.base"}
+         "prepare_input": ".models.base", "ImageClassifier": ".models.base", "__version__": ".core.utils"}
 
 
 def __getattr__(name: str) -> Any:

@@ -134,12 +134,31 @@ def notebook_modules(notebook: Path) -> list[str]:
 
 
 def _docstring_only(path: Path) -> bool:
-    """A package ``__init__.py`` that holds nothing but its docstring: importing it runs no code, so
-    no stage's result can depend on it (listing it would only make dvc.lock longer)."""
+    """A package ``__init__.py`` whose import runs no code of its own: nothing but its docstring, or
+    a PEP 562 table of lazy names — literal assignments (``__all__``, ``__version__``, a mapping of
+    names to modules), ``__future__``/``importlib``/``typing`` imports, and ``__getattr__`` and
+    ``__dir__`` functions, which run only when a name of the table is looked up on the package.  No
+    stage looks one up (the library's modules import from the defining module; a test checks it), so
+    no stage's result can depend on such a file and listing it would only make dvc.lock longer."""
     if path.name != "__init__.py":
         return False
-    body = ast.parse(path.read_text()).body
-    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+    for n in ast.parse(path.read_text()).body:
+        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant):
+            continue
+        if isinstance(n, ast.ImportFrom) and n.module in ("__future__", "typing"):
+            continue
+        if isinstance(n, ast.Import) and [a.name for a in n.names] == ["importlib"]:
+            continue
+        if isinstance(n, ast.FunctionDef) and n.name in ("__getattr__", "__dir__") and not n.decorator_list:
+            continue
+        if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None:
+            try:
+                ast.literal_eval(n.value)
+                continue
+            except ValueError:
+                return False
+        return False
+    return True
 
 
 def _compress(files: set[Path], root: Path) -> list[str]:
@@ -174,14 +193,15 @@ def stage_name(stage: str, key: str) -> str:
 
 def _cmd(stage: str, key: str | None = None, models: str | None = None) -> str:
     """The runner's command line for ``stage``: one model (``key``), the models ``models`` names
-    (``"all"``), or a notebook that takes no model list.  Every word is quoted for the shell (a
+    (``"all"``, or a model and its seed replicas, with ``key`` naming the executed notebook), or a
+    notebook that takes no model list.  Every word is quoted for the shell (a
     model key is also restricted to letters, digits and ``_`` by the params check)."""
     nb = NOTEBOOKS[stage]
     out = f"results/notebooks/{nb}{'_' + key if key else ''}.ipynb"
     args = ["python", "-m", "bcos_lib.runner", f"notebooks/{nb}.ipynb", out,
             "-p", "profile", "${base.profile}", "-p", "output_dir", "."]
     if key or models:
-        args += ["-p", "models", key or models]
+        args += ["-p", "models", models or key]
     # every word quoted for the shell: DVC fills in ${…} inside the quotes as well, so a value from
     # params.yaml (a profile name, which DVC reads before the runner can check it) stays one argument
     return " ".join(shlex.quote(a) for a in args)
@@ -263,17 +283,22 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
                      _persist(data_dep, cache=False)],
         },
     }
+    # a model and its seed replicas (`seeds`) share one train and one evaluate stage: they differ in the
+    # seed only, so an edit to the model's params reruns all of them anyway, and one stage starts once
+    families: dict[str, list[str]] = {}
     for key, entry in params.models.items():
-        start = f"models/{entry.init_from}.pt" if entry.init_from else data_dep
+        families.setdefault(entry.replica_of or key, []).append(key)
+    for key, keys in families.items():
+        starts = sorted({f"models/{params.models[k].init_from}.pt" if params.models[k].init_from else data_dep
+                         for k in keys})
+        modules = sorted({m for k in keys for m in _model_modules(params, k) + _metric_modules(metrics_of(k, "train"))})
         stages[stage_name("train", key)] = {
-            "cmd": _cmd("train", key),
-            "deps": [start, settings_path("train", key),
-                     *_code(root, "train", _model_modules(params, key) + _metric_modules(metrics_of(key, "train")))],
-            "outs": [_persist(f"models/{key}.pt"), _persist(f"results/notebooks/20_train_{key}.ipynb"),
-                     # the stage's full metrics.json is a plain (git-tracked) output; what DVC shows as
-                     # metrics is the figures stage's results/metrics/<key>.json (bcos_lib.headline)
-                     _persist(f"results/train/{key}/metrics.json", cache=False),
-                     _persist(f"results/train/{key}/history.csv", cache=False)],
+            "cmd": _cmd("train", key, ",".join(keys)),
+            "deps": [*starts, *(settings_path("train", k) for k in keys), *_code(root, "train", modules)],
+            "outs": [*(_persist(f"models/{k}.pt") for k in keys), _persist(f"results/notebooks/20_train_{key}.ipynb"),
+                     # results/train/<key>/ (metrics.json, history.csv) is a plain (git-tracked) output;
+                     # what DVC shows as metrics is the figures stage's results/metrics/<key>.json
+                     *(_persist(f"results/train/{k}", cache=False) for k in keys)],
         }
     # seed replicas (a model's `seeds`) are trained and evaluated for the claims ledger only
     shown = [k for k, e in params.models.items() if not e.replica_of]
@@ -285,14 +310,16 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
                  *(_persist(f"results/explain/{key}/metrics.json", cache=False) for key in shown),
                  _persist("results/notebooks/30_explain.ipynb")],
     }
-    for key in params.models:
+    for key, keys in families.items():
+        modules = sorted({m for k in keys for m in _model_modules(params, k)
+                          + _metric_modules(metrics_of(k, "evaluate"))})
         stages[stage_name("evaluate", key)] = {
-            "cmd": _cmd("evaluate", key),
-            "deps": [data_dep, settings_path("evaluate", key), f"models/{key}.pt",
-                     *_code(root, "evaluate", _model_modules(params, key)
-                            + _metric_modules(metrics_of(key, "evaluate")))],
-            "outs": [_persist(f"results/evaluate/{key}/tables"), _persist(f"results/notebooks/40_evaluate_{key}.ipynb"),
-                     _persist(f"results/evaluate/{key}/metrics.json", cache=False)],
+            "cmd": _cmd("evaluate", key, ",".join(keys)),
+            "deps": [data_dep, *(settings_path("evaluate", k) for k in keys), *(f"models/{k}.pt" for k in keys),
+                     *_code(root, "evaluate", modules)],
+            "outs": [*(_persist(f"results/evaluate/{k}/tables") for k in keys),
+                     _persist(f"results/notebooks/40_evaluate_{key}.ipynb"),
+                     *(_persist(f"results/evaluate/{k}/metrics.json", cache=False) for k in keys)],
         }
     from .core.registry import list_methods
     loaded = {m for method in list_methods() for m in method.figures_load}

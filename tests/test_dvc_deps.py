@@ -141,11 +141,64 @@ def test_stage_lists_every_module_it_runs(name, stage):
     assert not missing, f"{name} runs {missing} but dvc.yaml does not list them as dependencies"
 
 
+def _lazy_names(path: Path) -> set[str] | None:
+    """The names of a PEP 562 lazy table (``_LAZY = {name: module}`` with ``__getattr__``) when that
+    and literals are all a package __init__ holds, else None."""
+    names: set[str] = set()
+    for n in ast.parse(path.read_text()).body:
+        if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant):
+            continue
+        if isinstance(n, (ast.Import, ast.ImportFrom)) and all(
+                (getattr(n, "module", None) or a.name) in ("__future__", "typing", "importlib") for a in n.names):
+            continue
+        if isinstance(n, ast.FunctionDef) and n.name in ("__getattr__", "__dir__"):
+            continue
+        if isinstance(n, ast.Assign):
+            value = ast.literal_eval(n.value)   # raises on anything but a literal: then not lazy-only
+            if isinstance(value, dict) and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in n.targets):
+                names |= set(value)
+            continue
+        return None
+    return names
+
+
 def _docstring_only(path: Path) -> bool:
-    """A package __init__ with nothing but a docstring runs no code: it need not be listed."""
-    body = ast.parse(path.read_text()).body
-    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                                              for n in body)
+    """A package __init__ that runs no code at import (a docstring, or a lazy table no stage looks up:
+    see the test below) need not be listed."""
+    if path.name != "__init__.py":
+        return False
+    try:
+        return _lazy_names(path) is not None
+    except ValueError:
+        return False
+
+
+def test_no_library_module_looks_up_a_lazy_name_of_the_package():
+    """bcos_lib/__init__.py offers create_model, prepare_input, … lazily (PEP 562) to users; the
+    library's own modules import them from their defining modules, so no stage's result depends on
+    the package's __init__ and dvc.yaml may leave it out."""
+    lazy = _lazy_names(ROOT / "bcos_lib" / "__init__.py")
+    assert lazy and "create_model" in lazy
+    offenders = []
+    for f in sorted((ROOT / "bcos_lib").rglob("*.py")):
+        depth = len(f.relative_to(ROOT / "bcos_lib").parts) - 1   # how many `..` lead to the package
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                to_package = (node.module == "bcos_lib" and node.level == 0) or (
+                    node.module is None and node.level == depth + 1)
+                if to_package and {a.name for a in node.names} & lazy:
+                    offenders.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "bcos_lib" and node.attr in lazy):
+                offenders.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_the_library_version_is_the_packages():
+    import bcos_lib
+    from bcos_lib.core.utils import versions
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert bcos_lib.__version__ == version == versions()["bcos_lib"]
 
 
 def test_a_model_stage_lists_no_other_papers_code():
@@ -164,15 +217,22 @@ def test_every_model_has_its_stages_settings_and_start():
     params = load_params()
     stages = dict(STAGES)
     for key, entry in params.models.items():
-        train, evaluate = stages[f"train-{key}"], stages[f"evaluate-{key}"]
+        # a seed replica shares the train and evaluate stage of the model it replicates (one start-up,
+        # and an edit to that model's params reruns every seed anyway)
+        stage_key = entry.replica_of or key
+        train, evaluate = stages[f"train-{stage_key}"], stages[f"evaluate-{stage_key}"]
         assert f"results/settings/train/{key}.json" in train["deps"]
         assert f"results/settings/evaluate/{key}.json" in evaluate["deps"]
         assert f"models/{key}.pt" in evaluate["deps"]
+        assert {f"models/{key}.pt": {"persist": True}} in train["outs"]
+        assert {f"results/evaluate/{key}/metrics.json": {"cache": False, "persist": True}} in evaluate["outs"]
+        assert key in train["cmd"].split("-p models ")[1].split(",")
         # a seed replica is trained and evaluated for the claims ledger, not explained or drawn
         assert (f"models/{key}.pt" in stages["explain"]["deps"]) == (not entry.replica_of)
         start = f"models/{entry.init_from}.pt" if entry.init_from else "results/data/summary.json"
         assert start in train["deps"]
-    assert [n for n, _ in STAGES if n.startswith("train-")] == [f"train-{k}" for k in params.models]
+    assert [n for n, _ in STAGES if n.startswith("train-")] == [f"train-{k}" for k, e in params.models.items()
+                                                                  if not e.replica_of]
     assert any(e.replica_of for e in params.models.values())   # the default profile has seed replicas
 
 
@@ -224,7 +284,7 @@ def test_a_stage_lists_the_files_of_the_metrics_it_runs(stage):
     foreign = 0
     for params in _profile_views():
         for key, entry in params.models.items():
-            deps = stages[f"{stage}-{key}"]["deps"]
+            deps = stages[f"{stage}-{entry.replica_of or key}"]["deps"]   # (a replica: its model's stage)
             names = (params.train_config(key).epoch_metrics if stage == "train"
                      else params.evaluate_config(key).metrics)
             own = ROOT.joinpath(*method_of(entry.arch).package.split("."))

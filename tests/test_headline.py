@@ -82,7 +82,7 @@ def test_dvc_yaml_declares_the_headline_files_as_the_only_metrics():
     assert declared == {"figures": [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"],
                         "claims": ["results/claims.json"]}
     # the stages' own metrics.json files are still outputs (git-tracked, not in DVC's cache)
-    for key in models:
+    for key in models:   # (a seed replica's outputs are those of the stage of the model it replicates)
         outs = [next(iter(o)) for o in stages[f"evaluate-{key}"]["outs"]]
         assert f"results/evaluate/{key}/metrics.json" in outs
 

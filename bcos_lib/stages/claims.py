@@ -91,7 +91,7 @@ def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = pri
 
 def main(argv: list[str] | None = None) -> int:
     from ..core.pipeline import setup
-    from ..core.results import collect_results
+    from ..results import collect_results
     import argparse
     ap = argparse.ArgumentParser(description="Write the claims ledger (results/claims.json, results/claims.md).")
     ap.add_argument("--profile", default=None, help="a params.yaml profile (default: base.profile)")

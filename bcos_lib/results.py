@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from .contract import ModelResult
-from .registry import method_of
-from .utils import safe_torch_load
+from .core.contract import ModelResult
+from .core.registry import method_of
+from .core.utils import safe_torch_load
 
 __all__ = ["collect_results"]
 
