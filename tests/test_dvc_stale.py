@@ -102,8 +102,10 @@ def _comment(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, str]:
-    """model key → the name of its method."""
-    return {k: method_of(e.arch).name for k, e in load_params(ROOT / "params.yaml").models.items()}
+    """model key → the name of its method: the models that have their own stages (a seed replica is
+    trained and evaluated in the stages of the model it replicates)."""
+    return {k: method_of(e.arch).name for k, e in load_params(ROOT / "params.yaml").models.items()
+            if not e.replica_of}
 
 
 def _per_model(stage: str, keys) -> set[str]:
