@@ -22,9 +22,10 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
-__all__ = ["execute", "inject_parameters", "CellError"]
+__all__ = ["execute", "inject_parameters", "notebook_json", "CellError"]
 
 #: the output formats a notebook keeps for a display, as ipykernel sends them
 _FORMATS = ("text/plain", "text/html", "text/markdown", "text/latex", "image/png", "image/jpeg",
@@ -46,20 +47,47 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def inject_parameters(nb: Any, parameters: dict[str, Any]) -> Any:
+def _text(value: str | list[str]) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def inject_parameters(nb: dict, parameters: dict[str, Any]) -> dict:
     """Insert (or replace) the ``injected-parameters`` cell after the ``parameters`` cell (or first)."""
-    import nbformat
-    cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    at = next((i + 1 for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])), 0)
+    cells = [c for c in nb["cells"] if "injected-parameters" not in _tags(c)]
+    at = next((i + 1 for i, c in enumerate(cells) if "parameters" in _tags(c)), 0)
     if parameters:
-        cell = nbformat.v4.new_code_cell("# Parameters\n" + "\n".join(f"{k} = {_literal(v)}"
-                                                                       for k, v in parameters.items()) + "\n")
-        cell.metadata["tags"] = ["injected-parameters"]
-        cell.id = "injected-parameters"
-        cells.insert(at, cell)
-    nb.cells = cells
-    nb.metadata.setdefault("papermill", {})["parameters"] = dict(parameters)
+        source = "# Parameters\n" + "\n".join(f"{k} = {_literal(v)}" for k, v in parameters.items()) + "\n"
+        cells.insert(at, {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
+                          "metadata": {"tags": ["injected-parameters"]}, "outputs": [], "source": source})
+    nb["cells"] = cells
+    nb.setdefault("metadata", {}).setdefault("papermill", {})["parameters"] = dict(parameters)
     return nb
+
+
+#: the formats whose strings a notebook file stores line by line (besides text/*), as nbformat does
+_SPLIT_MIMES = ("application/javascript", "image/svg+xml")
+
+
+def notebook_json(nb: dict) -> str:
+    """The notebook file's text, as ``nbformat.write`` lays it out (sorted keys, one-space indent,
+    multi-line strings as lists of lines), without importing nbformat and its JSON-schema validator
+    (about 1 s of every stage's start-up)."""
+    import copy
+    nb = copy.deepcopy(nb)
+    for cell in nb.get("cells", []):
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and isinstance(out.get("text"), str):
+                out["text"] = out["text"].splitlines(True)
+            for mime, value in out.get("data", {}).items():
+                if isinstance(value, str) and (mime.startswith("text/") or mime in _SPLIT_MIMES):
+                    out["data"][mime] = value.splitlines(True)
+    return json.dumps(nb, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False) + "\n"
 
 
 class _Tee(io.TextIOBase):
@@ -125,23 +153,22 @@ def _shell(sink: list) -> Any:
 
 
 def _outputs(events: list, execution_count: int) -> list:
-    import nbformat
     out: list = []
     for kind, a, b in events:
         if kind == "stream":
-            if out and out[-1].output_type == "stream" and out[-1].name == a:
-                out[-1].text += b
+            if out and out[-1]["output_type"] == "stream" and out[-1]["name"] == a:
+                out[-1]["text"] += b
             else:
-                out.append(nbformat.v4.new_output("stream", name=a, text=b))
+                out.append({"output_type": "stream", "name": a, "text": b})
         elif kind == "clear":
             out = []
         elif kind == "display_data":
-            out.append(nbformat.v4.new_output("display_data", data=_jsonable(a), metadata=b))
+            out.append({"output_type": "display_data", "data": _jsonable(a), "metadata": b})
         elif kind == "execute_result":
-            out.append(nbformat.v4.new_output("execute_result", data=_jsonable(a), metadata=b,
-                                              execution_count=execution_count))
+            out.append({"output_type": "execute_result", "data": _jsonable(a), "metadata": b,
+                        "execution_count": execution_count})
         elif kind == "error":
-            out.append(nbformat.v4.new_output("error", ename=a, evalue=b[0], traceback=b[1]))
+            out.append({"output_type": "error", "ename": a, "evalue": b[0], "traceback": b[1]})
     return out
 
 
@@ -164,9 +191,9 @@ def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any
     an ``error`` output) as ``.notebook``.  ``cwd``: the working directory of the code (as a kernel
     started there); the process's own is restored afterwards.
     """
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    if nb.get("nbformat") != 4:
+        raise ValueError(f"{notebook}: a notebook of format 4 is expected (got {nb.get('nbformat')})")
     inject_parameters(nb, parameters)
     os.environ.setdefault("MPLBACKEND", "Agg")
     events: list = []
@@ -177,18 +204,19 @@ def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any
     try:
         if cwd is not None:
             os.chdir(cwd)
-        for cell in nb.cells:
-            if cell.cell_type != "code":
+        for cell in nb["cells"]:
+            if cell.get("cell_type") != "code":
                 continue
-            cell.outputs = []
-            if not cell.source.strip():
-                cell.execution_count = None
+            cell["outputs"] = []
+            source = _text(cell.get("source", ""))
+            if not source.strip():
+                cell["execution_count"] = None
                 continue
             count += 1
             events.clear()
             sys.stdout, sys.stderr = _Tee("stdout", echo_out, events), _Tee("stderr", echo_err, events)
             try:
-                result = shell.run_cell(cell.source, store_history=True, silent=False)
+                result = shell.run_cell(source, store_history=True, silent=False)
             finally:
                 sys.stdout.flush()
                 sys.stdout, sys.stderr = saved[0], saved[1]
@@ -200,8 +228,8 @@ def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any
                 else:   # (the shell always shows it; this keeps the notebook complete if it did not)
                     lines = traceback.format_exception(type(error), error, error.__traceback__)
                     events.append(("error", type(error).__name__, (str(error), [ln.rstrip("\n") for ln in lines])))
-            cell.execution_count = count
-            cell.outputs = _outputs(events, count)
+            cell["execution_count"] = count
+            cell["outputs"] = _outputs(events, count)
             if error is not None:
                 failed = CellError(type(error).__name__, str(error))
                 failed.notebook = nb
@@ -209,5 +237,5 @@ def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any
     finally:
         sys.stdout, sys.stderr = saved[0], saved[1]
         os.chdir(saved[2])
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb["metadata"].setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     return nb

@@ -232,11 +232,11 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     Raises :class:`StageFailed` (the failed notebook is then at :func:`failed_path`); ``output``
     is never touched by a failed run.
     """
-    import nbformat
-    from traitlets.config import Config
     cell_failed: tuple[type[BaseException], ...] = ()   # a cell raised, as the kernel's runner says it
     if use_kernel():
+        import nbformat
         import papermill as pm
+        from traitlets.config import Config
         cell_failed = (pm.PapermillExecutionError,)
 
     output = Path(output)
@@ -249,26 +249,29 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
         raise OutputNotWritable(f"cannot write the executed notebook {output}: {e.strerror or e} "
                                 f"({e.filename or output.parent}); make {output.parent} a writable folder") from None
     tmp = Path(tmp_name)
-    config = Config()
-    config.KernelManager.transport_encryption = "auto"  # CurveZMQ keys when the kernel supports them
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # what papermill's CLI sets (debugger warning)
     ok = False
     try:
         if use_kernel():
+            config = Config()
+            config.KernelManager.transport_encryption = "auto"  # CurveZMQ keys when the kernel supports them
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, progress_bar=False,
                                 log_output=False, stdout_file=stdout or sys.stdout, stderr_file=stderr or sys.stderr,
                                 config=config, extra_arguments=[f"--IPKernelApp.exec_lines={_QUIET_SHUTDOWN}"])
             nb = nbformat.read(tmp, as_version=nbformat.NO_CONVERT)
         else:
-            from .inprocess import CellError, execute
+            from .inprocess import CellError, execute, notebook_json
             try:
                 nb = execute(notebook, parameters, stdout, stderr)
             except CellError as e:
                 normalise_notebook(e.notebook, str(output))
-                nbformat.write(e.notebook, tmp)
+                tmp.write_text(notebook_json(e.notebook), encoding="utf-8")
                 raise StageFailed(f"{e.ename}: {' '.join(str(e.evalue).split())}") from None
         normalise_notebook(nb, str(output))
-        nbformat.write(nb, tmp)
+        if use_kernel():
+            nbformat.write(nb, tmp)
+        else:
+            tmp.write_text(notebook_json(nb), encoding="utf-8")
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
         ok = True
@@ -313,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     _quiet_logging()
     print(f"running {args.notebook} → {args.output}", flush=True)
+    import time
+    started = time.perf_counter()
     try:
         run_notebook(args.notebook, args.output, parameters)
     except OutputNotWritable as e:
@@ -327,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; {args.output} was left as it was", file=sys.stderr)
         return 130
+    # (the log only, not the notebook: a rerun that computes the same writes the same bytes)
+    print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s", flush=True)
     return 0
 
 
