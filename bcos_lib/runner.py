@@ -83,11 +83,12 @@ CHECKED_KEEP = 64
 def check_key(root: Path, parameters: dict[str, Any]) -> str:
     """What a check's verdict depends on: params.yaml's bytes, the profile and model keys asked
     for, the library's source (the registered models, methods and their option types) and the
-    Python version.  Any change to one of them gives another key."""
+    Python version.  Any change to one of them gives another key.  The model keys a stage asks for
+    are not part of it: the remembered check keeps the profile's model keys, so that the 54 stages
+    of a ``dvc repro``, each asking for other models, validate the file once."""
     digest = hashlib.sha256()
     params = root / "params.yaml"
-    for part in (str(params.resolve()), params.read_bytes(), repr(parameters.get("profile")),
-                 repr(parameters.get("models")), sys.version):
+    for part in (str(params.resolve()), params.read_bytes(), repr(parameters.get("profile")), sys.version):
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     package = Path(__file__).resolve().parent
@@ -96,11 +97,12 @@ def check_key(root: Path, parameters: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _remember(folder: Path, key: str) -> None:
-    """Record a passed check (best effort: a read-only checkout just checks every time)."""
+def _remember(folder: Path, key: str, models: list[str]) -> None:
+    """Record a passed check and the profile's model keys (best effort: a read-only checkout just
+    checks every time)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / key).touch()
+        (folder / key).write_text("\n".join(models) + "\n")
         kept = sorted(folder.iterdir(), key=lambda f: f.stat().st_mtime, reverse=True)
         for old in kept[CHECKED_KEEP:]:
             old.unlink(missing_ok=True)
@@ -116,21 +118,26 @@ def check_params(parameters: dict[str, Any], use_cache: bool = True) -> None:
 
     root = project_root()
     key = check_key(root, parameters) if (root / "params.yaml").is_file() else None
-    if use_cache and key and (root / CHECKED_DIR / key).is_file():
-        return
-    from .core.config import ConfigError, load_params
-
     path = Path(display_path(root / "params.yaml"))
-    profile = parameters.get("profile")
-    params = load_params(path, str(profile) if profile else None)
+    defined: list[str] | None = None
+    if use_cache and key and (root / CHECKED_DIR / key).is_file():
+        try:
+            defined = (root / CHECKED_DIR / key).read_text().split()
+        except OSError:
+            defined = None
+    if defined is None:
+        from .core.config import load_params
+        profile = parameters.get("profile")
+        defined = list(load_params(path, str(profile) if profile else None).models)
+        if key:
+            _remember(root / CHECKED_DIR, key, defined)
     models = parameters.get("models")
     if isinstance(models, str) and models not in ("", "all"):
         for name in (k.strip() for k in models.split(",")):
-            if name not in params.models:
+            if name not in defined:
+                from .core.config import ConfigError
                 raise ConfigError(f"{path}: no model {name!r} in `models` (asked for by `-p models {models}`); "
-                                  f"defined: {', '.join(params.models) or 'none'}")
-    if key:
-        _remember(root / CHECKED_DIR, key)
+                                  f"defined: {', '.join(defined) or 'none'}")
 
 
 # ----------------------------------------------------------------------------- normalisation

@@ -229,9 +229,10 @@ def test_unknown_model_key_and_profile_stop_before_anything_runs(project):
 
 
 def test_a_passed_check_is_remembered_and_any_change_checks_again(project, monkeypatch):
-    """The runner's check imports torch and every method (~2 s): the 75 stages of one `dvc repro`
-    check the same params.yaml once.  A different file, profile, model list or library source
-    gives another key, so a mistake is never hidden by an earlier pass."""
+    """The runner's check imports torch and every method (~2 s): the stages of one `dvc repro`
+    check the same params.yaml once, whatever models each asks for (the remembered check keeps the
+    profile's model keys, and an unknown key is still refused from it).  A different file, profile
+    or library source gives another key, so a mistake is never hidden by an earlier pass."""
     from bcos_lib import runner as r
     from bcos_lib.core import config
 
@@ -240,14 +241,17 @@ def test_a_passed_check_is_remembered_and_any_change_checks_again(project, monke
     good = {"profile": "tiny", "models": "std_cnn"}
     key = r.check_key(project, good)
     assert key != r.check_key(project, {"profile": "default", "models": "std_cnn"})
-    assert key != r.check_key(project, {"profile": "tiny", "models": "bcos_cnn"})
+    assert key == r.check_key(project, {"profile": "tiny", "models": "bcos_cnn"})
     r.check_params(good)
     assert sorted(p.name for p in (project / r.CHECKED_DIR).iterdir()) == [key]
     calls = []
     monkeypatch.setattr(config, "load_params", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
         config.ConfigError("params.yaml: checked again")))
     r.check_params(good)  # remembered: not checked again
+    r.check_params({"profile": "tiny", "models": "bcos_cnn,std_cnn"})   # other models, same file: remembered
     assert calls == []
+    with pytest.raises(config.ConfigError, match="no model 'bcos_cnnn' in `models`"):
+        r.check_params({"profile": "tiny", "models": "bcos_cnnn"})   # refused from the remembered keys
     with pytest.raises(config.ConfigError, match="checked again"):
         r.check_params(good, use_cache=False)
     text = (project / "params.yaml").read_text()
