@@ -20,9 +20,14 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
 * data loading: a training step that takes its batch as ``fit`` does ÷ one on a loaded batch;
 * explanations: ``explain`` on a batch ÷ a loop over its images (the ratio is loop time ÷
   batched time, a speed-up), and the grid pointing game batched ÷ a per-class loop
-  (``scripts/bench_evaluate.py``).
+  (``scripts/bench_evaluate.py``);
+* compiled (``torch.compile``, not with ``--quick``): the B-cos conv and each interpretable model's
+  training step compiled ÷ its twin compiled, and compiled ÷ eager, with each first call's
+  compile time (10–60 s per module on 2 cores; ``--only compiled``, ``--models``);
+* start-up: a stage's runner from its start to the notebook's first line of work and from the
+  last to its end, with the notebook in-process and in a kernel (``--only startup``).
 
-    python scripts/bench.py              # the full table (≈ 2 minutes on 2 idle cores), results/bench.json
+    python scripts/bench.py              # the full table (≈ 15 minutes on 2 idle cores, most of it compiling), results/bench.json
     python scripts/bench.py --quick      # small shapes, 3 repetitions: that it runs (CI)
 """
 from __future__ import annotations
