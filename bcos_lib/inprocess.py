@@ -102,13 +102,11 @@ class _Tee(io.TextIOBase):
     def write(self, text: str) -> int:
         if text:
             self.sink.append(("stream", self.name, text))
-            if self.echo is not None:
-                self.echo.write(text)
+            self.echo.write(text)
         return len(text)
 
     def flush(self) -> None:
-        if self.echo is not None:
-            self.echo.flush()
+        self.echo.flush()
 
     def isatty(self) -> bool:
         return False
@@ -155,11 +153,8 @@ def _shell(sink: list) -> Any:
 def _outputs(events: list, execution_count: int) -> list:
     out: list = []
     for kind, a, b in events:
-        if kind == "stream":
-            if out and out[-1]["output_type"] == "stream" and out[-1]["name"] == a:
-                out[-1]["text"] += b
-            else:
-                out.append({"output_type": "stream", "name": a, "text": b})
+        if kind == "stream":   # (the runner's normalise_notebook joins consecutive ones)
+            out.append({"output_type": "stream", "name": a, "text": b})
         elif kind == "clear":
             out = []
         elif kind == "display_data":
@@ -184,12 +179,12 @@ def _jsonable(data: dict) -> dict:
 
 
 def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any = None,
-            stderr: Any = None, cwd: str | os.PathLike | None = None) -> Any:
+            stderr: Any = None) -> Any:
     """Run ``notebook``'s code cells in order in this process; return the executed notebook.
 
     Raises :class:`CellError` with the executed notebook (up to the failed cell, its traceback as
-    an ``error`` output) as ``.notebook``.  ``cwd``: the working directory of the code (as a kernel
-    started there); the process's own is restored afterwards.
+    an ``error`` output) as ``.notebook``.  A cell that changes the working directory does not
+    change the runner's: it is restored afterwards.
     """
     nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
     if nb.get("nbformat") != 4:
@@ -202,8 +197,6 @@ def execute(notebook: str | os.PathLike, parameters: dict[str, Any], stdout: Any
     saved = sys.stdout, sys.stderr, os.getcwd()
     count = 0
     try:
-        if cwd is not None:
-            os.chdir(cwd)
         for cell in nb["cells"]:
             if cell.get("cell_type") != "code":
                 continue

@@ -38,6 +38,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from .inprocess import _text
+
 __all__ = ["main", "run_notebook", "normalise_notebook", "failed_path", "StageFailed", "OutputNotWritable",
            "render_stream"]
 
@@ -183,10 +185,6 @@ def _coalesce_streams(outputs: list) -> list:
                 continue
         result.append(out)
     return result
-
-
-def _text(t: str | list[str]) -> str:
-    return "".join(t) if isinstance(t, list) else t
 
 
 def normalise_notebook(nb: Any, output_path: str | None = None) -> Any:
