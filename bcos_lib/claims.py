@@ -96,6 +96,7 @@ class Claim:
     log_x: bool = False
     unit: str = ""
     note: str = ""
+    headline: bool = False   # the pipeline's central comparison: results/summary.json (margin, margin_low)
 
     def __post_init__(self) -> None:
         if self.test not in ("difference", "value", "trend"):
@@ -380,6 +381,8 @@ def evaluate_claim(claim: Claim, results: Mapping[str, ModelResult], convergence
                            "paper_value": claim.paper_value, "metric": claim.metric, "test": claim.test,
                            "direction": claim.direction, "threshold": claim.threshold, "unit": claim.unit,
                            "note": claim.note, "arms": [asdict(a) for a in claim.arms]}
+    if claim.headline:
+        row["headline"] = True
     keys = claim.models(results)
     row["models"] = keys
     missing = [k for k in keys if not replicas(results, k)]

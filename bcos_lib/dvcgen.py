@@ -332,15 +332,14 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
         "outs": [_persist("figures", cache=False), _persist("results/report.md", cache=False),
                  _persist("results/notebooks/50_figures.ipynb")],
         # DVC has no directory metrics: one entry per model (bcos_lib.headline)
-        "metrics": [*(_persist(f"results/metrics/{key}.json", cache=False) for key in shown),
-                    _persist("results/summary.json", cache=False)],
+        "metrics": [_persist(f"results/metrics/{key}.json", cache=False) for key in shown],
     }
     stages["claims"] = {
         "cmd": "python -m bcos_lib.stages.claims",
         "deps": [settings_path("claims"), "results/train", "results/evaluate", "results/convergence.json",
                  *_compress(code_closure([f"{PACKAGE}.stages.claims", *_all_sides(("claims",))], root), root)],
         "outs": [_persist("results/claims.md", cache=False)],
-        "metrics": [_persist("results/claims.json", cache=False)],
+        "metrics": [_persist("results/claims.json", cache=False), _persist("results/summary.json", cache=False)],
     }
     stages["readme"] = {"cmd": "python -m bcos_lib.readme",
                         "deps": ["results/report.md", "results/claims.md",

@@ -21,15 +21,8 @@ says at a glance whether the central claim moved:
 
 A model that was not scored on a number has no key for it (DVC shows "-").
 
-Beside them, ``results/summary.json`` holds the pipeline's central comparison with names no
-other file uses, so that ``dvc exp show`` gives them short column headers:
-
-``margin``
-    the best own explanation's localisation minus the best post-hoc explanation's, over the
-    models of no group (:func:`bcos_lib.report.localisation_margin`);
-``margin_low``
-    the lower end of its bootstrap 95 % interval (above 0: the own explanation localises
-    better beyond the sampling noise of the grids).
+The pipeline's central comparison, ``results/summary.json`` (``margin``, ``margin_low``), is the
+claims ledger's (:func:`bcos_lib.stages.claims.summary`): the two sides scored on the same grids.
 
 Everything else (each method's metrics, confidence intervals, the faithfulness metrics) stays
 in the stages' metrics.json files and in the README's results tables.
@@ -41,10 +34,9 @@ from pathlib import Path
 from typing import Mapping
 
 from .core.contract import ModelResult
-from .report import localisation_margin
 from .core.utils import atomic_write
 
-__all__ = ["HEADLINE_KEYS", "headline", "summary", "write_headlines"]
+__all__ = ["HEADLINE_KEYS", "headline", "write_headlines"]
 
 HEADLINE_KEYS = ("accuracy", "loc_own", "loc_posthoc", "del_own")
 _DIGITS = 4
@@ -67,23 +59,13 @@ def headline(r: ModelResult) -> dict[str, float]:
     return {k: round(v, _DIGITS) for k, v in out.items()}
 
 
-def summary(results: Mapping[str, ModelResult]) -> dict[str, float]:
-    """``margin`` and ``margin_low`` of the models of no group (empty when there is no own and
-    post-hoc localisation with intervals to compare)."""
-    loc = {r.key: r.metric("localisation") for r in results.values()
-           if not r.entry.group and r.metric("localisation")}
-    m = localisation_margin(loc)
-    return {} if m is None else {"margin": round(m["margin"], _DIGITS), "margin_low": round(m["ci_low"], _DIGITS)}
-
-
 def _write_json(path: Path, data: Mapping[str, float]) -> Path:
     text = json.dumps(dict(data), indent=2) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_headlines(results: Mapping[str, ModelResult], results_dir: Path) -> dict[str, Path]:
-    """``<results_dir>/metrics/<key>.json`` for every model and ``<results_dir>/summary.json``,
-    each written atomically; files of models no longer in params.yaml are removed (DVC would
+    """``<results_dir>/metrics/<key>.json`` for every model, each written atomically; files of models no longer in params.yaml are removed (DVC would
     otherwise keep showing them)."""
     out_dir = results_dir / "metrics"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,5 +73,4 @@ def write_headlines(results: Mapping[str, ModelResult], results_dir: Path) -> di
     for stale in out_dir.glob("*.json"):
         if stale.stem not in results:
             stale.unlink()
-    written["summary"] = _write_json(results_dir / "summary.json", summary(results))
     return written

@@ -342,5 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The command line: the stage runs in a warm stage server when one can take it
+    (:mod:`bcos_lib.forkserver`), else in this process."""
+    argv = sys.argv[1:]
+    from . import forkserver
+    if forkserver.enabled():
+        code = forkserver.submit(argv)
+        if code is not None:
+            return code
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -263,3 +263,28 @@ def test_the_stage_writes_the_ledger_and_its_markdown(tmp_path, monkeypatch):
     text = (tmp_path / "results" / "claims.md").read_text()
     assert text.startswith("1 claim: 1 reproduced.") and "| a beats b | 0.9 vs 0.7 |" in text
     assert "Verdict: **reproduced**" in text and "Training length not checked for `b`" in text
+
+
+def test_the_summary_is_the_headline_claims_estimate_and_lower_bound(tmp_path, monkeypatch):
+    """results/summary.json (dvc exp show's `margin`, `margin_low`) is the ledger's central claim,
+    both sides scored on the same samples: not a comparison of two means from different pools."""
+    import dataclasses
+    import json
+    from bcos_lib.stages import claims as stage
+    head = dataclasses.replace(LOC, headline=True)
+    monkeypatch.setattr(stage, "all_claims", lambda: [("m", head)])
+    (tmp_path / "results").mkdir()
+    stage.run(tmp_path, _paired_results(0.1), log=lambda s: None)
+    row = json.loads((tmp_path / "results" / "claims.json").read_text())["claims"][0]
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary == {"margin": round(row["estimate"], 4), "margin_low": round(row["ci_low"], 4)}
+    assert summary["margin"] == pytest.approx(0.1, abs=0.02)
+    # no headline claim, or two of them
+    assert stage.summary({"claims": [{**row, "headline": False}]}) == {}
+    with pytest.raises(ValueError, match="more than one"):
+        stage.summary({"claims": [row, row]})
+
+
+def test_exactly_one_declared_claim_is_the_headline():
+    from bcos_lib.stages.claims import all_claims
+    assert [c.id for _, c in all_claims() if c.headline] == ["bcos.localisation"]

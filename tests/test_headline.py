@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from bcos_lib.headline import HEADLINE_KEYS, headline, summary, write_headlines
+from bcos_lib.headline import HEADLINE_KEYS, headline, write_headlines
 from bcos_lib.core.contract import ModelResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,18 +48,6 @@ def test_headline_reads_the_stage_summaries_and_leaves_out_what_was_not_scored()
     assert headline(result("u")) == {}
 
 
-def test_summary_is_the_margin_of_the_models_of_no_group():
-    res = {"b": result("b", evaluate={"localisation": loc(own=(0.70, 0.68, 0.72))}),
-           "s": result("s", evaluate={"localisation": loc(gradcam=(0.60, 0.58, 0.62), ixg=(0.3, 0.2, 0.4))}),
-           # a group's model is not part of the comparison, however good its post-hoc score
-           "g": result("g", group="sweep", evaluate={"localisation": loc(gradcam=(0.95, 0.9, 1.0))})}
-    s = summary(res)
-    assert s["margin"] == pytest.approx(0.1)
-    se = ((0.04 / 3.92) ** 2 + (0.04 / 3.92) ** 2) ** 0.5
-    assert s["margin_low"] == pytest.approx(round(0.1 - 1.96 * se, 4))
-    assert summary({"s": res["s"]}) == {}
-
-
 def test_write_headlines_writes_every_model_and_removes_models_no_longer_there(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "gone.json").write_text("{}")
@@ -67,8 +55,8 @@ def test_write_headlines_writes_every_model_and_removes_models_no_longer_there(t
     written = write_headlines(res, tmp_path)
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["a.json", "b.json"]
     assert json.loads((tmp_path / "metrics" / "a.json").read_text()) == {"accuracy": 88.0}
-    assert json.loads((tmp_path / "summary.json").read_text()) == {}
-    assert set(written) == {"metrics/a", "metrics/b", "summary"}
+    assert set(written) == {"metrics/a", "metrics/b"}
+    assert not (tmp_path / "summary.json").exists()   # the claims stage writes it
 
 
 def test_dvc_yaml_declares_the_headline_files_as_the_only_metrics():
@@ -79,8 +67,8 @@ def test_dvc_yaml_declares_the_headline_files_as_the_only_metrics():
         body = stage.get("do", stage)
         for entry in body.get("metrics", []):
             declared.setdefault(name, []).extend(entry)
-    assert declared == {"figures": [f"results/metrics/{k}.json" for k in models] + ["results/summary.json"],
-                        "claims": ["results/claims.json"]}
+    assert declared == {"figures": [f"results/metrics/{k}.json" for k in models],
+                        "claims": ["results/claims.json", "results/summary.json"]}
     # the stages' own metrics.json files are still outputs (git-tracked, not in DVC's cache)
     for key in models:   # (a seed replica's outputs are those of the stage of the model it replicates)
         outs = [next(iter(o)) for o in stages[f"evaluate-{key}"]["outs"]]

@@ -2,8 +2,10 @@
 ``dvc repro`` measured.
 
 Writes ``results/claims.json`` (a DVC metric: ``dvc metrics show`` prints the verdict counts;
-the file holds every claim's row) and ``results/claims.md`` (the table and one generated
-paragraph per claim, which the readme stage copies into README.md and docs/results.md).
+the file holds every claim's row), ``results/claims.md`` (the table and one generated
+paragraph per claim, which the readme stage copies into README.md and docs/results.md) and
+``results/summary.json`` (a DVC metric with short names for ``dvc exp show``: the central claim's
+estimate ``margin`` and the lower end of its interval ``margin_low``, see :func:`summary`).
 ``python -m bcos_lib.stages.claims``.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..claims import claims_table, ledger
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
 
-__all__ = ["all_claims", "ledger_text", "run", "main"]
+__all__ = ["all_claims", "ledger_text", "summary", "run", "main"]
 
 
 def all_claims() -> list[tuple[str, Any]]:
@@ -31,6 +33,24 @@ def all_claims() -> list[tuple[str, Any]]:
         if c.id in seen:
             raise ValueError(f"claim id {c.id!r} is declared by {seen[c.id]} and {name}")
         seen[c.id] = name
+    return out
+
+
+def summary(data: Mapping[str, Any]) -> dict[str, float]:
+    """The central comparison of the ledger ``data``, the claim declared with ``headline=True``
+    (B-cos: the own explanation of the B-cos CNN against Grad-CAM on the standard CNN, grid by grid,
+    over the training seeds): ``margin`` (its estimate) and ``margin_low`` (the lower end of its
+    95 % interval; above 0, the own explanation localises better beyond the noise of seeds and
+    grids).  Empty when that claim was not run; ``margin`` alone when it has no interval."""
+    heads = [r for r in data["claims"] if r.get("headline")]
+    if len(heads) > 1:
+        raise ValueError("more than one claim is declared with headline=True: " + ", ".join(r["id"] for r in heads))
+    if not heads or heads[0].get("estimate") is None:
+        return {}
+    r = heads[0]
+    out = {"margin": round(float(r["estimate"]), 4)}
+    if r.get("ci_low") is not None:
+        out["margin_low"] = round(float(r["ci_low"]), 4)
     return out
 
 
@@ -83,7 +103,9 @@ def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = pri
     text = json.dumps(data, indent=1, default=float) + "\n"
     out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
            "claims.md": atomic_write(root / "results" / "claims.md",
-                                     lambda tmp: Path(tmp).write_text(ledger_text(data)))}
+                                     lambda tmp: Path(tmp).write_text(ledger_text(data))),
+           "summary.json": atomic_write(root / "results" / "summary.json", lambda tmp: Path(tmp).write_text(
+               json.dumps(summary(data), indent=2) + "\n"))}
     log(f"claims: {len(data['claims'])} claims — " + ", ".join(
         f"{k} {data[k]}" for k in ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run")))
     return out

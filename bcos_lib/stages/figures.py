@@ -1,5 +1,5 @@
 """Stage figures: every figure under figures/, the results tables in results/report.md and
-the headline numbers that DVC shows as metrics (results/metrics/<key>.json, results/summary.json).
+the headline numbers that DVC shows as metrics (results/metrics/<key>.json).
 
 The shared figures (training curves, explanations, localisation, deletion) cover the models of
 no ``group``; each registered method then adds its own figures and its report section
@@ -79,7 +79,7 @@ def run(run: Run, log: Callable[[str], None] = print) -> dict[str, Path]:
     n_figures = len(written)
     written["report"] = atomic_write(run.path("results", "report.md"), lambda tmp: Path(tmp).write_text(report))
     written.update(write_headlines(res, run.path("results")))
-    log(f"wrote {n_figures} figures to figures/, results/report.md, results/metrics/ and results/summary.json")  # no absolute path: same bytes in every clone
+    log(f"wrote {n_figures} figures to figures/, results/report.md and results/metrics/")  # no absolute path: same bytes in every clone
     return written
 
 

@@ -15,7 +15,7 @@ CLAIMS = (
           "conventional CNN (the same grids, 3×3-smoothed maps)",
           paper="CoDA Nets (CVPR 2021) §5.1; B-cos v1 (CVPR 2022) §5.2",
           paper_value="0.912 vs Grad-CAM 0.726 (CoDA net, CIFAR-10)",
-          metric="paired_localisation", arms=(Arm("bcos_cnn", "own"), Arm("std_cnn", "gradcam"))),
+          metric="paired_localisation", arms=(Arm("bcos_cnn", "own"), Arm("std_cnn", "gradcam")), headline=True),
     Claim("bcos.localisation_unsmoothed", short="the same, unsmoothed maps",
           claim="The same comparison on unsmoothed maps",
           paper="CoDA Nets (CVPR 2021) §5.1", paper_value="0.912 vs Grad-CAM 0.726 (CoDA net, CIFAR-10)",
