@@ -88,7 +88,7 @@ def test_profile_overrides_of_models_not_defined_are_skipped(raw):
     small = copy.deepcopy(raw)
     small["models"] = {k: v for k, v in raw["models"].items() if k in ("std_cnn", "bcos_cnn")}
     p = parse_params(small, "tiny")
-    assert set(p.models) == {"std_cnn", "bcos_cnn"}
+    assert {k for k, e in p.models.items() if not e.replica_of} == {"std_cnn", "bcos_cnn"}
 
 
 # ----------------------------------------------------------------------------- `make repro PROFILE=…`
