@@ -34,10 +34,20 @@ def compact_report(report: str) -> str:
 
 
 def claims_table_of(claims: str) -> str:
-    """The README's copy of the ledger: its first paragraph (the counts) and its table."""
+    """The README's copy of the ledger: its first paragraph (the counts), its table and the
+    training-length block (its paragraph and table), where the ledger has one."""
+    from .stages.claims import TRAINING_LENGTH
     head, _, rest = claims.strip().partition("\n\n")
-    table = [line for line in rest.splitlines() if line.startswith("|")]
-    return head + "\n\n" + "\n".join(table)
+    rest, _, length = rest.partition(TRAINING_LENGTH)
+    lines = rest.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    table = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    out = head + "\n\n" + "\n".join(table)
+    return out + ("\n\n" + TRAINING_LENGTH + length.rstrip() if length else "")
 
 
 def _write_between(path: Path, text: str, start: str = START, end: str = END) -> bool:

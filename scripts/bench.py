@@ -25,7 +25,8 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
   training step compiled ÷ its twin compiled, and compiled ÷ eager, with each first call's
   compile time (10–60 s per module on 2 cores; ``--only compiled``, ``--models``);
 * start-up: a stage's runner from its start to the notebook's first line of work and from the
-  last to its end, with the notebook in-process and in a kernel (``--only startup``).
+  last to its end, with the notebook run by a warm stage server, in the runner's own process and in a
+  kernel (``--only startup``).
 
     python scripts/bench.py              # the full table (≈ 15 minutes on 2 idle cores, most of it compiling), results/bench.json
     python scripts/bench.py --quick      # small shapes, 3 repetitions: that it runs (CI)
@@ -440,11 +441,11 @@ def startup_rows(runs_per_engine: int = 3) -> list[Row]:
     import os
     rows = []
     from bcos_lib import forkserver
-    for engine in ("stage server", "in-process", "kernel"):
+    for engine in ("stage server", "own process", "Jupyter kernel"):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BCOS_RUNNER_KERNEL", "BCOS_RUNNER_SERVER"))}
-        if engine == "kernel":
+        if engine == "Jupyter kernel":
             env["BCOS_RUNNER_KERNEL"] = "1"
-        if engine == "in-process":
+        if engine == "own process":
             env["BCOS_RUNNER_SERVER"] = "0"
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -469,7 +470,7 @@ def startup_rows(runs_per_engine: int = 3) -> list[Row]:
             continue
         start = statistics.median(r[0] for r in runs)
         end = statistics.median(r[1] for r in runs)
-        rows.append(Row("startup", f"stage start-up, notebook {engine}, seconds: {start:.1f} to the first line of "
+        rows.append(Row("startup", f"stage start-up ({engine}), seconds: {start:.1f} to the first line of "
                         f"work, {end:.1f} from the last to the end", note=f"median of {len(runs)} runs",
                         detail={"start_s": start, "end_s": end, "runs": runs}))
     return rows

@@ -288,3 +288,19 @@ def test_the_summary_is_the_headline_claims_estimate_and_lower_bound(tmp_path, m
 def test_exactly_one_declared_claim_is_the_headline():
     from bcos_lib.stages.claims import all_claims
     assert [c.id for _, c in all_claims() if c.headline] == ["bcos.localisation"]
+
+
+def test_the_ledger_ends_with_the_training_length_of_its_models_and_the_readme_copies_it():
+    from bcos_lib.readme import claims_table_of
+    from bcos_lib.stages.claims import TRAINING_LENGTH, ledger_text
+    row = evaluate_claim(LOC, _paired_results(0.1))
+    data = {"claims": [row], "reproduced": 1}
+    conv = {"a": {"epochs": 4, "accuracy": 85.0, "long_epochs": 12, "long_accuracy": 87.5}}
+    text = ledger_text(data, conv)
+    assert "| `a` | 4 | 85.00 | 12 | 87.50 | +2.50 (under-trained) |" in text
+    assert "Not measured: `b`." in text
+    readme = claims_table_of(text)
+    claims_rows = [line for line in readme.split(TRAINING_LENGTH)[0].splitlines() if line.startswith("|")]
+    assert len(claims_rows) == 3 and "a beats b" in claims_rows[2]   # header, rule, the claim: no paragraph lines
+    assert readme.split(TRAINING_LENGTH)[1].strip().splitlines()[-1].startswith("| `a` | 4 |")
+    assert TRAINING_LENGTH not in claims_table_of(ledger_text(data))   # no check measured: no block

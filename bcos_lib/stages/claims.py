@@ -85,14 +85,43 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
-def ledger_text(data: Mapping[str, Any]) -> str:
-    """The markdown of results/claims.md: the table, then one paragraph per claim."""
+#: the first line of the training-length block of results/claims.md (the README copies the block)
+TRAINING_LENGTH = "**Training length.**"
+
+
+def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> str:
+    """The under-training check of every model a claim rests on, as a paragraph and a table:
+    its accuracy after the pipeline's epochs and after three times as many (results/convergence.json)."""
+    rows = [(k, convergence[k]) for k in models if k in convergence]
+    missing = [k for k in models if k not in convergence]
+    text = (f"{TRAINING_LENGTH} Each model a claim rests on, trained again from the same start (seed 0) for three "
+            "times its epochs (`scripts/convergence.py`); a model more than 1 point below its longer run "
+            "is flagged as under-trained.")
+    if missing:
+        text += " Not measured: " + ", ".join(f"`{k}`" for k in missing) + "."
+    if not rows:
+        return text + "\n"
+    lines = ["| model | epochs | accuracy (%) | epochs × 3 | accuracy (%) | gain (points) |", "|---|---|---|---|---|---|"]
+    for k, c in rows:
+        gain = float(c["long_accuracy"]) - float(c["accuracy"])
+        lines.append(f"| `{k}` | {c.get('epochs', '–')} | {float(c['accuracy']):.2f} | {c.get('long_epochs', '–')} | "
+                     f"{float(c['long_accuracy']):.2f} | {gain:+.2f}{' (under-trained)' if gain > 1.0 else ''} |")
+    return text + "\n\n" + "\n".join(lines) + "\n"
+
+
+def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None = None) -> str:
+    """The markdown of results/claims.md: the table, one paragraph per claim, then (with
+    ``convergence``) the training-length table of the models the claims rest on."""
     counts = ", ".join(f"{data[k]} {k.replace('under_', 'under-').replace('_', ' ')}" for k in
                        ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run") if data.get(k))
     n = len(data["claims"])
     head = (f"{n} claim{'s' if n != 1 else ''}: {counts}. Intervals are 95 % (bootstrap over the evaluation "
             "samples within a training seed, combined across seeds; docs/claims.md says how).\n\n")
-    return head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
+    text = head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
+    if convergence is not None:
+        models = list(dict.fromkeys(k for r in data["claims"] for k in r.get("models", [])))
+        text += "\n" + training_length_text(convergence, models)
+    return text
 
 
 def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Path]:
@@ -103,7 +132,7 @@ def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = pri
     text = json.dumps(data, indent=1, default=float) + "\n"
     out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
            "claims.md": atomic_write(root / "results" / "claims.md",
-                                     lambda tmp: Path(tmp).write_text(ledger_text(data))),
+                                     lambda tmp: Path(tmp).write_text(ledger_text(data, convergence))),
            "summary.json": atomic_write(root / "results" / "summary.json", lambda tmp: Path(tmp).write_text(
                json.dumps(summary(data), indent=2) + "\n"))}
     log(f"claims: {len(data['claims'])} claims — " + ", ".join(
