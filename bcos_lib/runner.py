@@ -11,7 +11,9 @@ mean the same as papermill's).  It
    the same file, and the check imports torch and every method (~2 s each time on 2 cores);
 2. executes the notebook in this process (:mod:`bcos_lib.inprocess`: no kernel to start, about
    4 s less per stage; ``BCOS_RUNNER_KERNEL=1``: in a Jupyter kernel with papermill, as
-   JupyterLab and nbval run it) into a temporary file next to OUTPUT and renames it
+   JupyterLab and nbval run it) — from the command line, in a child of a warm stage server
+   when one can take it (:mod:`bcos_lib.forkserver`: no Python or torch start-up; the child runs
+   :func:`main` as this process would) into a temporary file next to OUTPUT and renames it
    onto OUTPUT only when every cell succeeded.  A failed run leaves OUTPUT as it was (so a
    good result is never replaced by a failed one, and DVC sees no changed output once the
    cause is fixed) and keeps the failed notebook, with its traceback, at
