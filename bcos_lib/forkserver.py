@@ -135,10 +135,12 @@ def _read_line(sock: socket.socket, buffer: bytearray) -> str | None:
     return line.decode()
 
 
-def submit(argv: Sequence[str], start: bool = True) -> int | None:
-    """Run the runner's ``argv`` in a stage server; return its exit status, or None when no server
-    could take it (the caller then runs the stage itself; with ``start``, a server is started in
-    the background for the stages that follow)."""
+def submit(argv: Sequence[str], entry: str, start: bool = True) -> int | None:
+    """Run ``entry`` (``"package.module:function"``, a function of the library that takes the
+    command line's arguments and returns an exit status, e.g. ``bcos_lib.runner:main``) with
+    ``argv`` in a stage server; return its exit status, or None when no server could take it (the
+    caller then runs it itself; with ``start``, a server is started in the background for the
+    stages that follow)."""
     try:
         fp = fingerprint()
         path = socket_path(fp)
@@ -153,7 +155,8 @@ def submit(argv: Sequence[str], start: bool = True) -> int | None:
             _start_server(path)
         return None
     try:
-        _send(sock, {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "fingerprint": fp},
+        _send(sock, {"entry": entry, "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
+                     "fingerprint": fp},
               [0, 1, 2])
         buffer = bytearray()
         first = _read_line(sock, buffer)
@@ -306,7 +309,9 @@ def _run_child(conn: socket.socket, listener: socket.socket, request: dict, fds:
         if "numpy" in sys.modules:
             sys.modules["numpy"].random.seed()
         conn.sendall(f"pid {os.getpid()}\n".encode())
-        from .runner import main
+        import importlib
+        module, _, function = request["entry"].partition(":")
+        main = getattr(importlib.import_module(module), function)
         try:
             code = main(request["argv"])
         except SystemExit as e:
@@ -389,7 +394,9 @@ def serve(path: Path, idle: float | None = None) -> int:
                 if request.get("stop"):
                     conn.sendall(b"ok\n")
                     return 0
-                if not path.name.endswith(f"{request.get('fingerprint')}.sock"):   # (another library: not ours to run)
+                entry = str(request.get("entry", ""))
+                if (not path.name.endswith(f"{request.get('fingerprint')}.sock")   # another library: not ours to run
+                        or not entry.startswith(f"{__package__}.") or ":" not in entry):   # only the library's entries
                     for fd in fds:
                         os.close(fd)
                     continue

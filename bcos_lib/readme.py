@@ -33,10 +33,13 @@ def compact_report(report: str) -> str:
     return "\n\n".join([parts[0].strip(), *accuracy, link])
 
 
+#: the first words of the training-length block that the claims stage ends results/claims.md with
+TRAINING_LENGTH = "**Training length.**"
+
+
 def claims_table_of(claims: str) -> str:
     """The README's copy of the ledger: its first paragraph (the counts), its table and the
     training-length block (its paragraph and table), where the ledger has one."""
-    from .stages.claims import TRAINING_LENGTH
     head, _, rest = claims.strip().partition("\n\n")
     rest, _, length = rest.partition(TRAINING_LENGTH)
     lines = rest.splitlines()

@@ -350,7 +350,7 @@ def cli() -> int:
     argv = sys.argv[1:]
     from . import forkserver
     if forkserver.enabled():
-        code = forkserver.submit(argv)
+        code = forkserver.submit(argv, entry="bcos_lib.runner:main")
         if code is not None:
             return code
     return main(argv)

@@ -292,7 +292,8 @@ def test_exactly_one_declared_claim_is_the_headline():
 
 def test_the_ledger_ends_with_the_training_length_of_its_models_and_the_readme_copies_it():
     from bcos_lib.readme import claims_table_of
-    from bcos_lib.stages.claims import TRAINING_LENGTH, ledger_text
+    from bcos_lib.readme import TRAINING_LENGTH
+    from bcos_lib.stages.claims import ledger_text
     row = evaluate_claim(LOC, _paired_results(0.1))
     data = {"claims": [row], "reproduced": 1}
     conv = {"a": {"epochs": 4, "accuracy": 85.0, "long_epochs": 12, "long_accuracy": 87.5}}

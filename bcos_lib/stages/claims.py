@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from ..claims import claims_table, ledger
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
+from ..readme import TRAINING_LENGTH   # how the README finds the block it copies
 
 __all__ = ["all_claims", "ledger_text", "summary", "run", "main"]
 
@@ -85,8 +86,6 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
-#: the first line of the training-length block of results/claims.md (the README copies the block)
-TRAINING_LENGTH = "**Training length.**"
 
 
 def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> str:
