@@ -7,7 +7,7 @@ mean the same as papermill's).  It
    model keys (``-p models``) *before anything is written*; a mistake ends the run with one
    line that names the key, what was expected and the file, and exit status 2.  A check that
    passed is remembered (``.cache/params-checked/``, git-ignored) under a hash of params.yaml,
-   the ``-p`` values and every source file of bcos_lib: the 52 stages of a ``dvc repro`` check
+   the ``-p`` values and every source file of bcos_lib: the 54 stages of a ``dvc repro`` check
    the same file, and the check imports torch and every method (~2 s each time on 2 cores);
 2. executes the notebook in this process (:mod:`bcos_lib.inprocess`: no kernel to start, about
    4 s less per stage; ``BCOS_RUNNER_KERNEL=1``: in a Jupyter kernel with papermill, as
