@@ -352,7 +352,12 @@ def replicas(results: Mapping[str, ModelResult], key: str) -> list[ModelResult]:
     return [r for r in out if r.train is not None]
 
 
-def under_trained(r: ModelResult, convergence: Mapping[str, Any], tolerance: float = 1.0) -> str | None:
+#: how many points of accuracy a model may gain with 3× its epochs and still count as trained
+UNDER_TRAINED_POINTS = 1.0
+
+
+def under_trained(r: ModelResult, convergence: Mapping[str, Any],
+                  tolerance: float = UNDER_TRAINED_POINTS) -> str | None:
     """Why the model is flagged as under-trained, or None: its accuracy is more than ``tolerance``
     points below what the same model reached with 3× the epochs (``convergence``: the file
     ``results/convergence.json`` that ``scripts/convergence.py`` writes, key → {epochs, accuracy,

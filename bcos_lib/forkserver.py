@@ -61,7 +61,6 @@ PRELOAD = ("torch", "numpy", "pandas", "matplotlib.pyplot", "scipy.stats", "skle
 #: only runners whose values of these equal its own (the rest of the environment is the runner's own)
 _START_ENV_PREFIXES = ("PYTHON", "LANG", "LC_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_",
                        "TORCH", "PYTORCH_", "NVIDIA_", "MPL", "HOME", "TMPDIR", "BCOS_")
-_VOLATILE_ENV = ("BCOS_RUNNER_SERVER_IDLE",)
 _LENGTH = struct.Struct("!I")
 #: the longest path a Unix socket may have (sun_path holds 108 bytes with the final NUL)
 _SUN_PATH_MAX = 107
@@ -92,7 +91,7 @@ def fingerprint(environ: dict[str, str] | None = None, package: Path | None = No
                  str(os.getuid()) if hasattr(os, "getuid") else ""):
         digest.update(part.encode() + b"\0")
     for name in sorted(env):
-        if name.startswith(_START_ENV_PREFIXES) and name not in _VOLATILE_ENV and not name.startswith("BCOS_RUNNER"):
+        if name.startswith(_START_ENV_PREFIXES) and not name.startswith("BCOS_RUNNER"):   # (the server's own switches)
             digest.update(f"{name}={env[name]}\0".encode())
     package = package or _package()
     for source in sorted(package.rglob("*.py")):
@@ -116,12 +115,10 @@ def socket_path(fp: str | None = None, cwd: str | os.PathLike | None = None) -> 
 
 # ----------------------------------------------------------------------------- the runner's side
 def _send(sock: socket.socket, payload: dict, fds: Sequence[int] = ()) -> None:
+    """The length of the JSON ``payload`` (with ``fds`` attached), then the JSON itself."""
     data = json.dumps(payload).encode()
-    message = _LENGTH.pack(len(data)) + data
-    if fds:
-        socket.send_fds(sock, [message], list(fds))
-    else:
-        sock.sendall(message)
+    socket.send_fds(sock, [_LENGTH.pack(len(data))], list(fds))
+    sock.sendall(data)
 
 
 def _read_line(sock: socket.socket, buffer: bytearray) -> str | None:
@@ -178,12 +175,7 @@ def submit(argv: Sequence[str], entry: str, start: bool = True) -> int | None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         forwarded[sig] = signal.signal(sig, forward)
     try:
-        while True:
-            try:
-                line = _read_line(sock, buffer)
-                break
-            except InterruptedError:
-                continue
+        line = _read_line(sock, buffer)   # (a forwarded signal does not interrupt it: PEP 475)
     finally:
         for sig, handler in forwarded.items():
             signal.signal(sig, handler)
@@ -196,32 +188,32 @@ def submit(argv: Sequence[str], entry: str, start: bool = True) -> int | None:
     return int(line.split()[1])
 
 
+def _spawn(path: Path, cwd: str | os.PathLike | None = None,
+           environ: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a server for ``path`` in its own session, its output appended to ``server.log`` beside
+    the socket, detached from this process's streams."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / "server.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "bcos_lib.forkserver", "--serve", str(path)],
+                                cwd=cwd, env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+
+
 def _start_server(path: Path) -> None:
-    """Start a server for ``path`` in its own session, detached from this process's streams."""
+    """Start a server for the stages that follow (best effort: without one they run as before)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path.parent / "server.log", "ab")
+        _spawn(path)
     except OSError:
-        return
-    with log:
-        try:
-            subprocess.Popen([sys.executable, "-m", "bcos_lib.forkserver", "--serve", str(path)],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                             cwd=os.getcwd())
-        except OSError:
-            pass
+        pass
 
 
 def start(cwd: str | os.PathLike, environ: dict[str, str], timeout: float = 300.0) -> Path:
     """Start a server for runners in ``cwd`` with ``environ`` and wait until it has done its imports
     (as the first runner of a run would start it; for tests and benchmarks).  Returns its socket."""
     path = socket_path(fingerprint(environ, cwd=cwd), cwd=cwd)
-    path.parent.mkdir(parents=True, exist_ok=True)
     log = path.parent / "server.log"
     since = log.stat().st_size if log.is_file() else 0
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bcos_lib.forkserver", "--serve", str(path)], cwd=cwd,
-                                env=environ, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    proc = _spawn(path, cwd, environ)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if f"ready at {path}" in log.read_bytes()[since:].decode(errors="replace"):
@@ -335,11 +327,16 @@ def _run_child(conn: socket.socket, listener: socket.socket, request: dict, fds:
         os._exit(int(code) & 0xFF)
 
 
+def _serves(path: Path) -> bool:
+    """Whether this process (its library, Python, folder, environment) is the one ``path`` is named for."""
+    return path.name.endswith(f"{fingerprint()}.sock")
+
+
 def serve(path: Path, idle: float | None = None) -> int:
     """Listen at ``path``, import :data:`PRELOAD`, fork a child per stage; exit after ``idle``
     seconds without one (and with no stage still running)."""
     idle = float(os.environ.get("BCOS_RUNNER_SERVER_IDLE", IDLE_SECONDS)) if idle is None else idle
-    if not path.name.endswith(f"{fingerprint()}.sock"):   # started from another place, Python or environment
+    if not _serves(path):   # started from another place, Python or environment
         print(f"stage server: {path.name} is not this process's fingerprint; exiting", file=sys.stderr, flush=True)
         return 2
     listener = _listen(path)
@@ -357,7 +354,7 @@ def serve(path: Path, idle: float | None = None) -> int:
                 print(f"stage server: {name} not preloaded ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
         os.environ.clear()
         os.environ.update(environ)
-        if not path.name.endswith(f"{fingerprint()}.sock"):   # the library changed while it was imported
+        if not _serves(path):   # the library changed while it was imported
             print("stage server: the library changed during its start; exiting", file=sys.stderr, flush=True)
             return 0
         print(f"stage server {os.getpid()} ready at {path}", file=sys.stderr, flush=True)

@@ -65,8 +65,8 @@ def _write_json(path: Path, data: Mapping[str, float]) -> Path:
 
 
 def write_headlines(results: Mapping[str, ModelResult], results_dir: Path) -> dict[str, Path]:
-    """``<results_dir>/metrics/<key>.json`` for every model, each written atomically; files of models no longer in params.yaml are removed (DVC would
-    otherwise keep showing them)."""
+    """``<results_dir>/metrics/<key>.json`` for every model, each written atomically; files of
+    models no longer in params.yaml are removed (DVC would otherwise keep showing them)."""
     out_dir = results_dir / "metrics"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {f"metrics/{key}": _write_json(out_dir / f"{key}.json", headline(r)) for key, r in results.items()}

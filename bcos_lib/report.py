@@ -6,7 +6,6 @@ The figures stage writes it to results/report.md; :mod:`bcos_lib.readme` copies 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -14,7 +13,7 @@ import pandas as pd
 from .explain import attribution_label
 from .core.contract import ModelResult
 
-__all__ = ["make_report", "fmt", "table", "localisation_margin"]
+__all__ = ["make_report", "fmt", "table"]
 
 
 def fmt(v: Any, nd: int = 2) -> str:
@@ -114,26 +113,6 @@ def _faithfulness_table(main: list[ModelResult]) -> str:
     return ("### Faithfulness: insertion, ROAD (Quantus) and faithfulness correlation (Quantus)\n\n"
             f"Each image is explained for its predicted class; random: a random ranking. {how}.\n\n"
             + table(["attribution"] + [f"`{r.key}` {head}" for r, _, head, _ in cols], rows))
-
-
-def localisation_margin(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The headline comparison of a localisation table (``{model_key: localisation summary}``):
-    the best own explanation against the best post-hoc attribution of any model.
-
-    Both means carry a bootstrap interval; the margin's interval treats them as independent
-    (the models are scored on different grids, each from its own confident pool) and adds
-    their standard errors, read off the intervals as half-width / 1.96.  None when no model
-    has both an own and a post-hoc score with intervals."""
-    own = [(s["attributions"]["own"], k) for k, s in loc.items() if "ci_low" in s["attributions"].get("own", {})]
-    post = [(st, k, m) for k, s in loc.items() for m, st in s["attributions"].items()
-            if m != "own" and "ci_low" in st]
-    if not own or not post:
-        return None
-    (o, ok), (p, pk, pm) = max(own, key=lambda t: t[0]["mean"]), max(post, key=lambda t: t[0]["mean"])
-    se = math.hypot((o["ci_high"] - o["ci_low"]) / (2 * 1.96), (p["ci_high"] - p["ci_low"]) / (2 * 1.96))
-    diff = o["mean"] - p["mean"]
-    return {"own_model": ok, "own": o["mean"], "posthoc_model": pk, "posthoc_attribution": pm, "posthoc": p["mean"],
-            "margin": diff, "ci_low": diff - 1.96 * se, "ci_high": diff + 1.96 * se}
 
 
 def make_report(res: Mapping[str, ModelResult], sections: Sequence[str] = (), figures: Sequence[str] = (),

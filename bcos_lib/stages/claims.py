@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..claims import claims_table, ledger
+from ..claims import UNDER_TRAINED_POINTS, claims_table, ledger
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
 from ..readme import TRAINING_LENGTH   # how the README finds the block it copies
@@ -86,16 +86,14 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
-
-
 def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> str:
     """The under-training check of every model a claim rests on, as a paragraph and a table:
     its accuracy after the pipeline's epochs and after three times as many (results/convergence.json)."""
     rows = [(k, convergence[k]) for k in models if k in convergence]
     missing = [k for k in models if k not in convergence]
     text = (f"{TRAINING_LENGTH} Each model a claim rests on, trained again from the same start (seed 0) for three "
-            "times its epochs (`scripts/convergence.py`); a model more than 1 point below its longer run "
-            "is flagged as under-trained.")
+            f"times its epochs (`scripts/convergence.py`); a model more than {UNDER_TRAINED_POINTS:g} point "
+            "below its longer run is flagged as under-trained.")
     if missing:
         text += " Not measured: " + ", ".join(f"`{k}`" for k in missing) + "."
     if not rows:
@@ -104,7 +102,7 @@ def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> s
     for k, c in rows:
         gain = float(c["long_accuracy"]) - float(c["accuracy"])
         lines.append(f"| `{k}` | {c.get('epochs', '–')} | {float(c['accuracy']):.2f} | {c.get('long_epochs', '–')} | "
-                     f"{float(c['long_accuracy']):.2f} | {gain:+.2f}{' (under-trained)' if gain > 1.0 else ''} |")
+                     f"{float(c['long_accuracy']):.2f} | {gain:+.2f}{' (under-trained)' if gain > UNDER_TRAINED_POINTS else ''} |")
     return text + "\n\n" + "\n".join(lines) + "\n"
 
 
