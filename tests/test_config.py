@@ -176,3 +176,28 @@ def test_make_repro_with_another_profile_says_what_it_overwrites_and_stops_unles
     assert (root / "params.yaml").read_bytes() == before
     assert sorted(q.name for q in root.iterdir()) == ["Makefile", "bcos_lib", "dvc.yaml", "notebooks", "params.yaml",
                                                       "scripts"]
+
+
+# ----------------------------------------------------------------------------- seed replicas
+def test_replicas_take_replica_evaluate_and_the_model_keeps_its_own(raw):
+    """`replica_evaluate` overrides `evaluate` for the seed replicas only (the claims ledger reads
+    a few metrics of them); the model itself and its training are untouched, and the profile's
+    overrides still apply underneath."""
+    r = copy.deepcopy(raw)
+    r["models"]["std_cnn"]["seeds"] = [0, 1]
+    r["models"]["std_cnn"]["replica_evaluate"] = {"metrics": ["paired_localisation"], "n_grids": 7}
+    p = parse_params(r)
+    assert p.evaluate_config("std_cnn_s1").metrics == ["paired_localisation"]
+    assert p.evaluate_config("std_cnn_s1").n_grids == 7
+    assert p.evaluate_config("std_cnn").metrics == parse_params(raw).evaluate_config("std_cnn").metrics
+    assert p.train_config("std_cnn_s1").seed == 1 and p.train_config("std_cnn_s1").subset == p.train_config("std_cnn").subset
+    tiny = parse_params(r, "tiny")
+    assert tiny.evaluate_config("std_cnn_s1").metrics == ["paired_localisation"]
+    assert tiny.evaluate_config("std_cnn_s1").grid_size == tiny.evaluate_config("std_cnn").grid_size == 2
+
+
+def test_replica_evaluate_without_seeds_is_refused(raw):
+    r = copy.deepcopy(raw)
+    r["models"]["bcos_b1"]["replica_evaluate"] = {"metrics": ["localisation"]}
+    with pytest.raises(ConfigError, match=r"models\.bcos_b1\.replica_evaluate: the entry has no `seeds`"):
+        parse_params(r)

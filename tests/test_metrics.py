@@ -10,6 +10,7 @@ import json
 
 import pandas as pd
 import pytest
+
 import torch
 
 from bcos_lib import create_model
@@ -118,6 +119,34 @@ def test_confident_pool_is_correct_confident_and_sorted(bcos_model, test_ds):
         assert (conf[:-1] >= conf[1:]).all()           # most confident first
     stricter = confident_pool(bcos_model, test_ds, min_confidence=0.999999)
     assert sum(map(len, stricter.values())) < sum(map(len, pool.values()))
+
+
+def test_shared_logits_run_the_model_once_per_image_set(bcos_model, test_ds):
+    """Inside shared_logits() the pool and the per-image predictions read one pass over the test
+    set, and give what their own passes give; outside it every call runs the model again."""
+    from bcos_lib.metrics import shared_logits, test_predictions
+    calls = []
+    handle = bcos_model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        alone = confident_pool(bcos_model, test_ds)
+        alone_preds = test_predictions(bcos_model, test_ds)
+        n_alone = sum(calls)
+        calls.clear()
+        with shared_logits():
+            pool = confident_pool(bcos_model, test_ds, batch_size=37)
+            preds = test_predictions(bcos_model, test_ds)
+            again = confident_pool(bcos_model, test_ds)
+        n_shared = sum(calls)
+        calls.clear()
+        confident_pool(bcos_model, test_ds)
+        after = sum(calls)
+    finally:
+        handle.remove()
+    assert n_shared == len(test_ds)                     # images through the model: one pass
+    assert n_alone == 2 * len(test_ds) and after == len(test_ds)
+    assert (preds["predicted"] == alone_preds["predicted"]).all()
+    for c in alone:
+        assert torch.equal(pool[c], alone[c]) and torch.equal(again[c], alone[c])
 
 
 def test_grids_have_distinct_classes_and_tile_pool_images(bcos_model, test_ds):

@@ -144,6 +144,8 @@ class ModelEntry:
     init_from: str = ""                                   # start from this trained model (a key of `models`)
     seeds: list[int] = field(default_factory=list)        # training seeds (base.seed among them): one replica
                                                           # <key>_s<seed> per other seed, for the claims ledger
+    replica_evaluate: dict[str, Any] = field(default_factory=dict)  # overrides of `evaluate` for the seed replicas
+                                                          # only (e.g. just the metrics the claims ledger reads)
     replica_of: str = ""                                  # set on the replicas that `seeds` makes (not by hand)
 
 
@@ -393,6 +395,8 @@ def _expand_seeds(p: Params) -> Params:
         if e.replica_of:
             raise ConfigError(f"models.{key}.replica_of: set by `seeds` on the model it replicates, not by hand")
         out[key] = e
+        if e.replica_evaluate and not e.seeds:
+            raise ConfigError(f"models.{key}.replica_evaluate: the entry has no `seeds`, so no replica to apply it to")
         if not e.seeds:
             continue
         if len(set(e.seeds)) != len(e.seeds) or any((not isinstance(s, int)) or s < 0 for s in e.seeds):
@@ -410,6 +414,7 @@ def _expand_seeds(p: Params) -> Params:
             def same_seed(other: str) -> str:
                 return f"{other}_s{s}" if other and s in p.models[other].seeds else other if other in p.models else other
             out[rkey] = dataclasses.replace(e, seeds=[], replica_of=key, train={**e.train, "seed": s},
+                                            evaluate={**e.evaluate, **e.replica_evaluate}, replica_evaluate={},
                                             label=f"{e.label or key} (seed {s})", init_from=same_seed(e.init_from),
                                             twin=same_seed(e.twin))
     p.models = out

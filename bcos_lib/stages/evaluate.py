@@ -31,23 +31,24 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     summary: dict[str, Any] = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,
                                "versions": versions()}
     tables, seconds = {}, {}
-    for metric, options in metrics:
-        start = time.time()
-        ctx = EvalContext(key=key, model=model, entry=run.params.model(key), test_data=test_ds, cfg=cfg,
-                          options=options, device=run.device, seed=run.params.base.seed, log=log,
-                          load_train_data=lambda: load_data(run, "train"))
-        result = metric.fn(ctx)
-        seconds[metric.name] = time.time() - start
-        if result is None:
-            log(f"evaluate: metric {metric.name!r} does not apply to {key}")
-            continue
-        summary[metric.name] = result.summary
-        for name, df in result.tables.items():
-            if name in tables:
-                raise RuntimeError(f"metric {metric.name!r} writes a table {name!r} that another metric wrote too")
-            tables[name] = df.assign(model=key)[["model", *df.columns]]
-    from ..metrics import test_predictions
-    preds = test_predictions(model, test_ds, device=run.device)   # the outcomes behind the accuracy, per image
+    from ..metrics import shared_logits, test_predictions
+    with shared_logits():   # one pass over the test set for every metric's pool and the per-image predictions
+        for metric, options in metrics:
+            start = time.time()
+            ctx = EvalContext(key=key, model=model, entry=run.params.model(key), test_data=test_ds, cfg=cfg,
+                              options=options, device=run.device, seed=run.params.base.seed, log=log,
+                              load_train_data=lambda: load_data(run, "train"))
+            result = metric.fn(ctx)
+            seconds[metric.name] = time.time() - start
+            if result is None:
+                log(f"evaluate: metric {metric.name!r} does not apply to {key}")
+                continue
+            summary[metric.name] = result.summary
+            for name, df in result.tables.items():
+                if name in tables:
+                    raise RuntimeError(f"metric {metric.name!r} writes a table {name!r} that another metric wrote too")
+                tables[name] = df.assign(model=key)[["model", *df.columns]]
+        preds = test_predictions(model, test_ds, device=run.device)   # the outcomes behind the accuracy, per image
     tables["predictions"] = preds.assign(model=key)[["model", *preds.columns]]
     out = run.path("results", "evaluate", key)
     write_tables(tables, out / "tables")
