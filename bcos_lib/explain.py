@@ -213,10 +213,11 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     rgba = None
     encoding = getattr(model, "encoding", None)
     # x-only B-cos models get the input-coloured variant (see colour_explanation)
-    if colour and (encoding == "add_inverse" or (encoding == "none" and is_explainable(model))):
+    paired = encoding in ("add_inverse", "add_inverse_normalised")
+    if colour and (paired or (encoding == "none" and is_explainable(model))):
         n, t = targets.shape
         rgba = colour_explanation(weights.flatten(0, 1), xd.expand_as(weights).flatten(0, 1), smooth=smooth,
-                                  paired=encoding == "add_inverse").unflatten(0, (n, t))
+                                  paired=paired).unflatten(0, (n, t))
     return Explanation(logits=out, targets=targets, target_outputs=out.gather(1, targets), bias=bias,
                        weights=weights, contributions=contributions, contribution_map=contributions.sum(2), rgba=rgba)
 

@@ -195,6 +195,62 @@ def test_grey_images_into_an_rgb_network():
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
 
 
+# ----------------------------------------------------------------------------- input_norm="layer"
+@pytest.mark.parametrize("name", ["std_cnn", "resnet18"])
+def test_layer_input_norm_b1_computes_the_original_and_b2_differs_from_fold(name):
+    """input_norm="layer" (the official code's placement): [x, 1 − x] normalised in front of a first
+    layer [W, −W]/2.  At B = 1 with the biases it is the source's function, as the folded conversion
+    is; at B = 2 the first layer's patch norm sees another input, so the two models differ."""
+    make, size, norm = ARCHS[name]
+    torch.manual_seed(0)
+    src = _randomise(make())
+    x = _images(3 if norm else 1, size)
+    layer = bcosify(src, b=1.0, keep_bias=True, max_pool="keep", logit_bias=0.0, input_norm="layer").double().eval()
+    assert layer.encoding == "add_inverse_normalised" and layer.input_channels == 2 * x.shape[1]
+    z = layer.prepare_input(x)
+    assert float(z.min()) < 0            # the normalised input leaves [0, 1]
+    with torch.no_grad():
+        ref = _source_output(src, x, norm is not None)
+        out = layer(z)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+    fold2, layer2 = bcosify(src).double(), bcosify(src, input_norm="layer").double()
+    for m in (fold2, layer2):
+        _recalibrate(m, m.prepare_input(x))
+    with torch.no_grad():
+        a, b = fold2.class_maps(fold2.prepare_input(x)), layer2.class_maps(layer2.prepare_input(x))
+    assert a.abs().max() > 1e-3 and (a - b).abs().max() > 1e-2 * a.abs().max()
+
+
+def test_layer_input_norm_is_dynamic_linear_in_the_normalised_input(tmp_path):
+    """B = 2, no biases: the explanation of the normalised input sums to the logit minus the logit
+    bias, and the model saves, rebuilds (init → builder) and loads with its normalisation."""
+    parent = _randomise(create_model("std_cnn", **SHAPE)).float()
+    model = bcosification_model.init(parent, bcosification_model.BcosificationOptions(b=2.0, input_norm="layer"))
+    assert model.model_kwargs["input_norm"] == "layer"
+    x = _images(1, 28, n=3)
+    d = copy.deepcopy(model).double()
+    _recalibrate(d, d.prepare_input(x))
+    assert _identity_error(d, d.prepare_input(x)) < 1e-9
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.encoding == "add_inverse_normalised"
+    xf = x.float()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(loaded.prepare_input(xf)), model.eval()(model.prepare_input(xf)))
+
+
+def test_layer_input_norm_is_refused_where_it_cannot_hold():
+    with pytest.raises(BcosifyError, match="input_norm='layer' is for CNNs"):
+        bcosify(_tiny_vit(), input_norm="layer")
+    with pytest.raises(BcosifyError, match="cannot take grey images repeated"):
+        bcosify(ARCHS["resnet18"][0](), input_norm="layer", image_channels=1)
+    with pytest.raises(ValueError, match="input_norm must be one of fold, layer"):
+        bcosify(create_model("std_cnn", **SHAPE), input_norm="folded")
+    from bcos_lib.core.config import ConfigError
+    with pytest.raises(ConfigError, match="options.input_norm"):
+        bcosification_model.BcosificationOptions(input_norm="normalise")
+
+
 # ----------------------------------------------------------------------------- errors
 def test_unsupported_module_is_named_with_its_path():
     src = torchvision.models.resnet18(weights=None)

@@ -132,6 +132,9 @@ def test_schedule_is_a_pure_function_of_the_epoch():
     o = csg_model.CSGOptions(warmup_epochs=2, period=3)
     assert [csg_model.is_csg_epoch(e, o) for e in range(9)] == [False, False, True, False, False, True, False, False, True]
     assert [csg_model.is_csg_epoch(e, csg_model.CSGOptions(warmup_epochs=0, period=1)) for e in range(3)] == [True] * 3
+    two_of_three = csg_model.CSGOptions(warmup_epochs=1, period=3, gated=2)
+    assert [csg_model.is_csg_epoch(e, two_of_three) for e in range(8)] == [False, True, True, False, True, True,
+                                                                             False, True]
 
 
 def test_alternation_by_step_gates_every_period_th_batch_after_the_warm_up():
@@ -148,7 +151,9 @@ def test_alternation_by_step_gates_every_period_th_batch_after_the_warm_up():
 
 
 @pytest.mark.parametrize("bad, match", [({"period": 0}, "period"), ({"density": 0.0}, "density"),
-                                        ({"warmup_epochs": -1}, "warmup"), ({"sparsity_weight": -1.0}, "sparsity")])
+                                        ({"warmup_epochs": -1}, "warmup"), ({"sparsity_weight": -1.0}, "sparsity"),
+                                        ({"period": 2, "gated": 3}, "gated must lie in 1 … period"),
+                                        ({"gated": 0}, "gated")])
 def test_options_are_validated(bad, match):
     with pytest.raises(ConfigError, match=match):
         csg_model.CSGOptions(**bad)

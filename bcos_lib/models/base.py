@@ -15,13 +15,17 @@ from torch import Tensor, nn
 
 from ..layers.encoding import add_inverse, check_encoded_input
 
+#: encodings whose input holds each image channel twice, as x and as 1 − x
+PAIRED_ENCODINGS = ("add_inverse", "add_inverse_normalised")
+
 __all__ = ["ImageClassifier", "prepare_input", "optional_layer"]
 
 
 class ImageClassifier(nn.Module):
     """Base class: ``image_channels``, ``num_classes``, ``encoding`` and the default loss."""
 
-    #: "add_inverse" (B-cos, CoDA: forward takes [x, 1 − x]) or "none" (forward takes x)
+    #: "none" (the images), "add_inverse" ([x, 1 − x], B-cos v1 §3.3) or "add_inverse_normalised"
+    #: ([x, 1 − x] minus input_mean, divided by input_std: a B-cosified model with input_norm="layer")
     encoding: str = "none"
     #: "bce" (B-cos: one-hot binary cross-entropy) or "ce"
     default_loss: str = "ce"
@@ -34,7 +38,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def input_channels(self) -> int:
-        return 2 * self.image_channels if self.encoding == "add_inverse" else self.image_channels
+        return 2 * self.image_channels if self.encoding in PAIRED_ENCODINGS else self.image_channels
 
     @property
     def explainable(self) -> bool:
@@ -48,11 +52,18 @@ class ImageClassifier(nn.Module):
             enc = " (prepare_input encodes them as [x, 1 − x] itself)" if self.encoding == "add_inverse" else ""
             raise ValueError(f"expected raw images of shape (N, {self.image_channels}, H, W) in [0, 1]{enc}, "
                              f"got {tuple(images.shape)}")
+        if self.encoding == "add_inverse_normalised":
+            return (add_inverse(images) - self.input_mean.to(images.dtype)) / self.input_std.to(images.dtype)
         return add_inverse(images) if self.encoding == "add_inverse" else images
 
     def check_input(self, x: Tensor) -> None:
         if self.encoding == "add_inverse":
             check_encoded_input(x, self.image_channels)
+        elif self.encoding == "add_inverse_normalised":
+            if x.dim() != 4 or x.shape[1] != 2 * self.image_channels:
+                raise ValueError(f"{type(self).__name__} expects (N, {2 * self.image_channels}, H, W) input: images "
+                                 f"encoded as [x, 1 − x] and normalised (model.prepare_input(images)), got "
+                                 f"{tuple(x.shape)}")
         elif x.dim() != 4 or x.shape[1] != self.image_channels:
             raise ValueError(f"{type(self).__name__} expects images of shape (N, {self.image_channels}, H, W), "
                              f"got {tuple(x.shape)}")

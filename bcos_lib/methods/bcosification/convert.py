@@ -64,17 +64,28 @@ class BcosifyError(ValueError):
 @dataclass(frozen=True)
 class Conversion:
     """How to convert: exponent ``b``; ``keep_bias`` (keep every bias, scale 1, to be faded
-    out by fine-tuning); ``max_pool``: ``"avg"`` (the paper) or ``"keep"``."""
+    out by fine-tuning); ``max_pool``: ``"avg"`` (the paper) or ``"keep"``; ``input_norm``:
+    :data:`INPUT_NORMS`."""
 
     b: float = 2.0
     keep_bias: bool = False
     max_pool: str = "avg"
+    input_norm: str = "fold"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.b) and self.b >= 1):
             raise ValueError(f"b must be a real number ≥ 1 (got {self.b})")
         if self.max_pool not in ("avg", "keep"):
             raise ValueError(f"max_pool must be 'avg' or 'keep' (got {self.max_pool!r})")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)} (got {self.input_norm!r})")
+
+
+#: where the source's input normalisation goes: ``fold`` into the first layer's weights (the input
+#: stays ``[x, 1 − x]``: exact dynamic linearity in the images), or ``layer``, a normalisation of
+#: ``[x, 1 − x]`` in front of the network, as the official B-cosification code does (the first
+#: layer's patch norm then sees the normalised input; the explanation is of that input)
+INPUT_NORMS = ("fold", "layer")
 
 
 # ----------------------------------------------------------------------------- module rules
@@ -181,11 +192,14 @@ def convert_modules(module: nn.Module, cfg: Conversion, path: str = "") -> nn.Mo
 
 
 def _encode_first_conv(features: nn.Module, path: str, mean: Sequence[float], std: Sequence[float],
-                       cfg: Conversion, image_channels: int | None = None) -> int:
+                       cfg: Conversion, image_channels: int | None = None) -> tuple[int, Tensor | None, Tensor | None]:
     """Replace the (already converted) first conv at ``path`` by one on ``[x, 1 − x]`` inputs.
 
     ``image_channels=1`` for a source that takes RGB: grey images repeated to RGB, folded into
-    the weights (W·[x, x, x] = (Σ_c W_c)·x).  Returns the image channels the network takes."""
+    the weights (W·[x, x, x] = (Σ_c W_c)·x).  Returns the image channels the network takes and,
+    with ``cfg.input_norm == "layer"``, the mean ``(μ, 1 − μ)`` and std ``(σ, σ)`` that normalise
+    ``[x, 1 − x]`` in front of the layer, whose weights are then ``[W, −W]/2`` (B-cosification
+    §3.1 as the official code computes it); else ``None, None`` (folded into the weights)."""
     parent_path, _, name = path.rpartition(".")
     parent = features.get_submodule(parent_path) if parent_path else features
     conv = getattr(parent, name)
@@ -195,9 +209,18 @@ def _encode_first_conv(features: nn.Module, path: str, mean: Sequence[float], st
                            "entries: pass the source network's input normalisation (mean=…, std=…)")
     if conv.groups != 1:
         raise BcosifyError(f"the first layer {path} is a grouped convolution: not supported")
-    w = encoded_input_weight(conv.weight.detach(), torch.tensor(mean, dtype=torch.float64),
-                             torch.tensor(std, dtype=torch.float64))
     channels = c if image_channels is None else image_channels
+    norm_mean = norm_std = None
+    if cfg.input_norm == "layer":
+        if channels != c:
+            raise BcosifyError(f"input_norm='layer' normalises each of the source's {c} input channels: it cannot "
+                               "take grey images repeated to them (image_channels=1); use input_norm='fold'")
+        w = torch.cat([conv.weight.detach(), -conv.weight.detach()], dim=1) / 2
+        norm_mean = torch.tensor([*mean, *(1 - m for m in mean)], dtype=torch.float64).view(1, -1, 1, 1)
+        norm_std = torch.tensor([*std, *std], dtype=torch.float64).view(1, -1, 1, 1)
+    else:
+        w = encoded_input_weight(conv.weight.detach(), torch.tensor(mean, dtype=torch.float64),
+                                 torch.tensor(std, dtype=torch.float64))
     if channels != c:
         if channels != 1:
             raise BcosifyError(f"the first layer {path} takes {c} channel(s); image_channels={channels} can only "
@@ -210,7 +233,7 @@ def _encode_first_conv(features: nn.Module, path: str, mean: Sequence[float], st
         if new.bias is not None:
             new.bias.copy_(conv.bias)
     setattr(parent, name, new)
-    return channels
+    return channels, norm_mean, norm_std
 
 
 def _linear_as_conv(lin: nn.Linear, in_channels: int | None = None, kernel: int = 1) -> nn.Conv2d:
@@ -235,9 +258,14 @@ class BcosifiedNetwork(ImageClassifier):
     encoding = "add_inverse"
 
     def __init__(self, *, image_channels: int, num_classes: int, features: nn.Module, classifier: nn.Module,
-                 logit_bias: float | None, loss: str, layer_titles: dict[str, str] | None = None):
+                 logit_bias: float | None, loss: str, layer_titles: dict[str, str] | None = None,
+                 input_mean: Tensor | None = None, input_std: Tensor | None = None):
         super().__init__(image_channels, num_classes)
         self.default_loss = loss
+        if input_mean is not None:   # input_norm="layer": [x, 1 − x] normalised before the first layer
+            self.encoding = "add_inverse_normalised"
+            self.register_buffer("input_mean", input_mean.float())
+            self.register_buffer("input_std", input_std.float())
         self.features = features
         self.classifier = classifier
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -337,7 +365,8 @@ def _num_classes_of(classifier: nn.Module) -> int:
 
 def bcosify(model: nn.Module, b: float = 2.0, keep_bias: bool = False, max_pool: str = "avg",
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-            logit_bias: float | None = None, loss: str = "bce", image_channels: int | None = None) -> ImageClassifier:
+            logit_bias: float | None = None, loss: str = "bce", image_channels: int | None = None,
+            input_norm: str = "fold") -> ImageClassifier:
     """B-cosify a trained conventional classifier (a copy; ``model`` is left as it is).
 
     ``b``: the exponent B of every layer (2: the paper's choice; a linear schedule is set during
@@ -349,12 +378,17 @@ def bcosify(model: nn.Module, b: float = 2.0, keep_bias: bool = False, max_pool:
     ImageNet's by default for torchvision's).  ``logit_bias``: the fixed logit bias (default
     log(1/(K−1)) for the BCE loss, 0 for CE).  ``loss``: the loss to fine-tune with.
     ``image_channels=1``: an RGB source made to take grey images (repeated to RGB, folded into
-    the first layer).
+    the first layer).  ``input_norm`` (CNN sources): ``"fold"`` puts the source's normalisation
+    into the first layer's weights, so the network takes ``[x, 1 − x]`` and is dynamic linear in
+    it; ``"layer"`` normalises ``[x, 1 − x]`` with mean ``(μ, 1 − μ)`` and std ``(σ, σ)`` before a
+    first layer ``[W, −W]/2``, as the official code does (the same function at B = 1; at B > 1 the
+    first layer's patch norm sees the normalised input, so the models differ, and the explanation
+    is of the normalised input: ``model.prepare_input`` applies the normalisation).
 
     The converted network has the source's floating-point type (a float64 model is converted, and
     comes back, in float64: its function at B = 1 matches the source's to float64 precision).
     """
-    cfg = Conversion(float(b), bool(keep_bias), max_pool)
+    cfg = Conversion(float(b), bool(keep_bias), max_pool, input_norm)
     if loss not in ("bce", "ce"):
         raise ValueError(f"loss must be 'bce' or 'ce' (got {loss!r})")
     if logit_bias is None and loss == "ce":
@@ -397,10 +431,11 @@ def _project_adapter(src: nn.Module, mean, std):
 
     def build(cfg: Conversion, logit_bias, loss, image_channels):
         features = convert_modules(src.features, cfg, "features")
-        channels = _encode_first_conv(features, first, mean, std, cfg, image_channels)
+        channels, norm_mean, norm_std = _encode_first_conv(features, first, mean, std, cfg, image_channels)
         classifier = convert_modules(src.classifier, cfg, "classifier")
         return BcosifiedNetwork(image_channels=channels, num_classes=src.num_classes, features=features,
-                                classifier=classifier, logit_bias=logit_bias, loss=loss, layer_titles=titles)
+                                classifier=classifier, logit_bias=logit_bias, loss=loss, layer_titles=titles,
+                                input_mean=norm_mean, input_std=norm_std)
     return build
 
 
@@ -442,11 +477,11 @@ def _torchvision_cnn_adapter(src: nn.Module, mean, std):
 
     def build(cfg: Conversion, logit_bias, loss, image_channels):
         features = convert_modules(trunk, cfg, "features")
-        channels = _encode_first_conv(features, first, mean, std, cfg, image_channels)
+        channels, norm_mean, norm_std = _encode_first_conv(features, first, mean, std, cfg, image_channels)
         cls = classifier if isinstance(classifier, nn.Conv2d) else _linear_as_conv(classifier)  # 1×1, before pooling
         return BcosifiedNetwork(image_channels=channels, num_classes=num_classes, features=features,
                                 classifier=convert_modules(cls, cfg, "classifier"), logit_bias=logit_bias, loss=loss,
-                                layer_titles=titles)
+                                layer_titles=titles, input_mean=norm_mean, input_std=norm_std)
     return build
 
 
@@ -463,7 +498,10 @@ def _torchvision_vit_adapter(src: nn.Module, mean, std):
     def build(cfg: Conversion, logit_bias, loss, image_channels):
         patch = nn.Sequential(OrderedDict(proj=src.conv_proj))
         patch = convert_modules(patch, cfg, "conv_proj")
-        channels = _encode_first_conv(patch, "proj", mean, std, cfg, image_channels)
+        if cfg.input_norm != "fold":
+            raise BcosifyError("input_norm='layer' is for CNNs: a B-cosified ViT spreads its class token over the input "
+                               "mass of [x, 1 − x], which a normalisation in front would change; use input_norm='fold'")
+        channels, _, _ = _encode_first_conv(patch, "proj", mean, std, cfg, image_channels)
         return BcosifiedViT(image_channels=channels, num_classes=src.num_classes, image_size=src.image_size,
                             patch_size=src.patch_size, patch_embed=patch.proj, class_token=src.class_token,
                             pos_embedding=src.encoder.pos_embedding,

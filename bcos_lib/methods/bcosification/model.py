@@ -38,11 +38,13 @@ __all__ = ["BcosificationOptions", "bcosified", "init", "training", "OPTIONS"]
 @register_model
 def bcosified(num_classes: int = 10, image_channels: int = 1, source_arch: str = "std_cnn",
               source_kwargs: dict[str, Any] | None = None, b: float = 2.0, keep_bias: bool = False,
-              max_pool: str = "avg", loss: str = "bce", logit_bias: float | None = None) -> nn.Module:
+              max_pool: str = "avg", loss: str = "bce", logit_bias: float | None = None,
+              input_norm: str = "fold") -> nn.Module:
     """The B-cosified ``source_arch`` (a registered conventional model, or ``torchvision.<name>``,
     e.g. ``torchvision.resnet18``), built with ``source_kwargs``; random weights (a trained model
     is converted by :func:`init`, and a saved one is rebuilt by this builder and then loaded).
-    ``b``, ``keep_bias``, ``max_pool``, ``loss``, ``logit_bias``: see :func:`bcos_lib.methods.bcosification.convert.bcosify`."""
+    ``b``, ``keep_bias``, ``max_pool``, ``loss``, ``logit_bias``, ``input_norm``: see
+    :func:`bcos_lib.methods.bcosification.convert.bcosify`."""
     kwargs = dict(source_kwargs or {})
     if source_arch.startswith("torchvision."):
         import torchvision
@@ -50,9 +52,10 @@ def bcosified(num_classes: int = 10, image_channels: int = 1, source_arch: str =
         if name not in torchvision.models.list_models(torchvision.models):
             raise ValueError(f"source_arch {source_arch!r}: torchvision has no classification model {name!r}")
         source = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-        return bcosify(source, b, keep_bias, max_pool, logit_bias=logit_bias, loss=loss, image_channels=image_channels)
+        return bcosify(source, b, keep_bias, max_pool, logit_bias=logit_bias, loss=loss, image_channels=image_channels,
+                       input_norm=input_norm)
     source = create_model(source_arch, num_classes=num_classes, image_channels=image_channels, **kwargs)
-    return bcosify(source, b, keep_bias, max_pool, logit_bias=logit_bias, loss=loss)
+    return bcosify(source, b, keep_bias, max_pool, logit_bias=logit_bias, loss=loss, input_norm=input_norm)
 
 
 @dataclass
@@ -64,6 +67,9 @@ class BcosificationOptions:
     keep_bias: bool = False   # keep the biases and fade them linearly to 0 over fine-tuning (else removed at once)
     max_pool: str = "avg"     # avg (the paper) | keep
     loss: str = "bce"         # the fine-tuning loss (bce: as B-cos networks; ce: as the source)
+    # fold: the source's input normalisation folded into the first layer (exact dynamic linearity in
+    # [x, 1 − x]); layer: [x, 1 − x] normalised in front of the network, as the official code does
+    input_norm: str = "fold"
 
     def __post_init__(self) -> None:
         from ...core.config import ConfigError
@@ -75,6 +81,8 @@ class BcosificationOptions:
             raise ConfigError(f"options.max_pool: 'avg' or 'keep' (got {self.max_pool!r})")
         if self.loss not in ("bce", "ce"):
             raise ConfigError(f"options.loss: 'bce' or 'ce' (got {self.loss!r})")
+        if self.input_norm not in ("fold", "layer"):
+            raise ConfigError(f"options.input_norm: 'fold' or 'layer' (got {self.input_norm!r})")
 
 
 def init(parent: nn.Module, options: BcosificationOptions | None) -> nn.Module:
@@ -85,13 +93,14 @@ def init(parent: nn.Module, options: BcosificationOptions | None) -> nn.Module:
         raise ValueError("B-cosification starts from a model made by bcos_lib.create_model (a pipeline model "
                          f"named by init_from); got a {type(parent).__name__} without model_name")
     source_kwargs = {k: v for k, v in parent.model_kwargs.items() if k not in ("num_classes", "image_channels")}
-    model = bcosify(parent, opts.b, opts.keep_bias, opts.max_pool, loss=opts.loss)
+    model = bcosify(parent, opts.b, opts.keep_bias, opts.max_pool, loss=opts.loss, input_norm=opts.input_norm)
     if opts.b_start:
         set_b(model, opts.b_start)
     model.model_name = "bcosified"
     model.model_kwargs = {"num_classes": parent.num_classes, "image_channels": parent.image_channels,
                           "source_arch": name, "source_kwargs": source_kwargs, "b": opts.b,
-                          "keep_bias": opts.keep_bias, "max_pool": opts.max_pool, "loss": opts.loss}
+                          "keep_bias": opts.keep_bias, "max_pool": opts.max_pool, "loss": opts.loss,
+                          **({"input_norm": opts.input_norm} if opts.input_norm != "fold" else {})}
     return model
 
 

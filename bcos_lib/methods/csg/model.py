@@ -40,7 +40,8 @@ class CSGOptions:
     The first ``warmup_epochs`` epochs are standard.  After them the two kinds of training
     alternate with ``period`` counted in units of ``unit``: with ``unit: epoch`` epoch e is a CSG
     epoch when (e − warmup_epochs) is a multiple of ``period`` (period 3: one CSG epoch in
-    three); with ``unit: step`` the alternation is by batch, global step s being a CSG step
+    three); ``gated`` of every ``period`` are CSG epochs, the first ones of each period (period 3,
+    gated 2: two CSG epochs, then a standard one); with ``unit: step`` the alternation is by batch, global step s being a CSG step
     when s is a multiple of ``period`` (period 2: every other batch gated), so that within
     every epoch the standard steps teach each filter to stay quiet for the classes its gate
     closes it to (on a CSG step it is multiplied by 0 for them and learns nothing about them).
@@ -48,6 +49,7 @@ class CSGOptions:
 
     warmup_epochs: int = ranged(1, ge=0)
     period: int = ranged(2, ge=1)
+    gated: int = ranged(1, ge=1)    # how many of every `period` epochs (steps) are CSG ones: the first `gated`
     unit: str = "epoch"             # "epoch" | "step": what ``period`` counts
     sparsity_weight: float = ranged(1e-3, ge=0)   # λ
     density: float = ranged(0.2, gt=0, le=1)            # d: only a density above it is penalised
@@ -58,6 +60,8 @@ class CSGOptions:
             problems.append(f"warmup_epochs must be ≥ 0 (got {self.warmup_epochs})")
         if self.period < 1:
             problems.append(f"period must be ≥ 1 (got {self.period})")
+        elif not 1 <= self.gated <= self.period:
+            problems.append(f"gated must lie in 1 … period ({self.period}) (got {self.gated})")
         if self.unit not in UNITS:
             problems.append(f"unit must be one of {', '.join(UNITS)} (got {self.unit!r})")
         if self.sparsity_weight < 0:
@@ -78,7 +82,7 @@ def is_csg_epoch(epoch: int, options: CSGOptions) -> bool:
     e = epoch - options.warmup_epochs
     if e < 0:
         return False
-    return options.unit == "step" or e % options.period == 0
+    return options.unit == "step" or e % options.period < options.gated
 
 
 def is_csg_step(info: StepInfo, options: CSGOptions) -> bool:
@@ -86,7 +90,7 @@ def is_csg_step(info: StepInfo, options: CSGOptions) -> bool:
     the renormalisation after it): a pure function of the epoch and the global step."""
     if not is_csg_epoch(info.epoch, options):
         return False
-    return options.unit == "epoch" or info.step % options.period == 0
+    return options.unit == "epoch" or info.step % options.period < options.gated
 
 
 # ----------------------------------------------------------------------------- models
