@@ -47,7 +47,7 @@ import numpy as np
 
 from .core.contract import ModelResult
 
-__all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas",
+__all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas", "current_checks",
            "Estimate", "seed_estimate", "combine_seeds", "verdict", "under_trained", "unchecked", "evaluate_claim", "ledger",
            "claims_table", "LEVEL", "N_RESAMPLES"]
 
@@ -370,6 +370,25 @@ def under_trained(r: ModelResult, convergence: Mapping[str, Any],
     if gap > tolerance:
         return f"{gap:.1f} points below its accuracy after {c['long_epochs']} epochs"
     return None
+
+
+def current_checks(convergence: Mapping[str, Any], results: Mapping[str, ModelResult],
+                   tolerance: float = 0.005) -> tuple[dict[str, Any], list[str]]:
+    """The under-training checks that still describe the trained models, and the keys of those
+    that do not.  A check records the accuracy its model had when it was measured; when the model's
+    accuracy now (``results/train/<key>/metrics.json``) is another, its training changed since (its
+    settings, its data or the code that trains it), so the check is of an earlier model: it is left
+    out, and the ledger treats the model as not checked until ``scripts/convergence.py`` measures it
+    again.  Models without results are kept as they are."""
+    kept, stale = {}, []
+    for key, c in convergence.items():
+        r = results.get(key)
+        now = (r.train or {}).get("test_accuracy") if r is not None else None
+        if now is not None and abs(float(now) - float(c["accuracy"])) > tolerance:
+            stale.append(key)
+        else:
+            kept[key] = c
+    return kept, stale
 
 
 def unchecked(r: ModelResult, convergence: Mapping[str, Any]) -> bool:

@@ -170,6 +170,23 @@ def test_the_under_training_check_flags_models_and_says_why():
     assert "not checked: a, b" in row["reason"]
 
 
+def test_a_check_of_an_earlier_training_is_not_used_and_is_named():
+    """A convergence entry records the accuracy its model had; a model retrained since (another
+    accuracy now) is treated as not checked, and the training-length text says it must be measured again."""
+    from bcos_lib.claims import current_checks
+    from bcos_lib.stages.claims import ledger_text
+    res = _paired_results(-0.1)                        # both models at 90.0 %
+    conv = {"a": {"epochs": 4, "accuracy": 80.0, "long_epochs": 12, "long_accuracy": 85.0},
+            "b": {"epochs": 4, "accuracy": 90.0, "long_epochs": 12, "long_accuracy": 92.0},
+            "gone": {"epochs": 1, "accuracy": 50.0, "long_epochs": 3, "long_accuracy": 60.0}}
+    kept, stale = current_checks(conv, res)
+    assert stale == ["a"] and set(kept) == {"b", "gone"}
+    row = evaluate_claim(LOC, res, kept)
+    assert set(row["under_trained"]) == {"b"} and row["unchecked"] == ["a"]
+    text = ledger_text({"claims": [row], "under_trained": 1}, kept, stale)
+    assert "measures it again: `a`." in text and "| `b` | 4 | 90.00 |" in text and "| `a` |" not in text
+
+
 def test_accuracy_claims_pair_the_test_images_when_predictions_were_kept():
     c = Claim("t.acc", "close", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), threshold=-1.0, unit="points")
     res = {"a": _result("a", acc=90.0, n_test=10000), "b": _result("b", acc=90.3, n_test=10000)}
@@ -256,7 +273,7 @@ def test_the_stage_writes_the_ledger_and_its_markdown(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "all_claims", lambda: [("m", LOC)])
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "convergence.json").write_text(json.dumps(
-        {"a": {"accuracy": 80.0, "long_accuracy": 80.2, "long_epochs": 9}}))
+        {"a": {"accuracy": 90.0, "long_accuracy": 90.2, "long_epochs": 9}}))   # a's accuracy now: 90.0
     stage.run(tmp_path, _paired_results(0.1), log=lambda s: None)
     data = json.loads((tmp_path / "results" / "claims.json").read_text())
     assert data["reproduced"] == 1 and data["claims"][0]["unchecked"] == ["b"]

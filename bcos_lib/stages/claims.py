@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..claims import UNDER_TRAINED_POINTS, claims_table, ledger
+from ..claims import UNDER_TRAINED_POINTS, claims_table, current_checks, ledger
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
 from ..readme import TRAINING_LENGTH   # how the README finds the block it copies
@@ -86,14 +86,19 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
-def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> str:
+def training_length_text(convergence: Mapping[str, Any], models: list[str], stale: list[str] | None = None) -> str:
     """The under-training check of every model a claim rests on, as a paragraph and a table:
-    its accuracy after the pipeline's epochs and after three times as many (results/convergence.json)."""
+    its accuracy after the pipeline's epochs and after three times as many (results/convergence.json).
+    ``stale``: models whose check measured an earlier training (see :func:`bcos_lib.claims.current_checks`)."""
+    stale = [k for k in models if k in (stale or [])]
     rows = [(k, convergence[k]) for k in models if k in convergence]
-    missing = [k for k in models if k not in convergence]
+    missing = [k for k in models if k not in convergence and k not in stale]
     text = (f"{TRAINING_LENGTH} Each model a claim rests on, trained again from the same start (seed 0) for three "
             f"times its epochs (`scripts/convergence.py`); a model more than {UNDER_TRAINED_POINTS:g} point "
             "below its longer run is flagged as under-trained.")
+    if stale:
+        text += (" Measured for an earlier training of the model, so not used until `scripts/convergence.py` "
+                 "measures it again: " + ", ".join(f"`{k}`" for k in stale) + ".")
     if missing:
         text += " Not measured: " + ", ".join(f"`{k}`" for k in missing) + "."
     if not rows:
@@ -106,7 +111,8 @@ def training_length_text(convergence: Mapping[str, Any], models: list[str]) -> s
     return text + "\n\n" + "\n".join(lines) + "\n"
 
 
-def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None = None) -> str:
+def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None = None,
+                stale: list[str] | None = None) -> str:
     """The markdown of results/claims.md: the table, one paragraph per claim, then (with
     ``convergence``) the training-length table of the models the claims rest on."""
     counts = ", ".join(f"{data[k]} {k.replace('under_', 'under-').replace('_', ' ')}" for k in
@@ -117,19 +123,19 @@ def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None =
     text = head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
     if convergence is not None:
         models = list(dict.fromkeys(k for r in data["claims"] for k in r.get("models", [])))
-        text += "\n" + training_length_text(convergence, models)
+        text += "\n" + training_length_text(convergence, models, stale)
     return text
 
 
 def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Path]:
     """Compute the ledger of ``results`` (model key → ModelResult) and write its two files under ``root``."""
     conv_file = root / "results" / "convergence.json"
-    convergence = json.loads(conv_file.read_text()) if conv_file.is_file() else {}
+    convergence, stale = current_checks(json.loads(conv_file.read_text()) if conv_file.is_file() else {}, results)
     data = ledger(all_claims(), results, convergence)
     text = json.dumps(data, indent=1, default=float) + "\n"
     out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
            "claims.md": atomic_write(root / "results" / "claims.md",
-                                     lambda tmp: Path(tmp).write_text(ledger_text(data, convergence))),
+                                     lambda tmp: Path(tmp).write_text(ledger_text(data, convergence, stale))),
            "summary.json": atomic_write(root / "results" / "summary.json", lambda tmp: Path(tmp).write_text(
                json.dumps(summary(data), indent=2) + "\n"))}
     log(f"claims: {len(data['claims'])} claims — " + ", ".join(
