@@ -337,6 +337,7 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
     stages["claims"] = {
         "cmd": "python -m bcos_lib.stages.claims",
         "deps": [settings_path("claims"), "results/train", "results/evaluate", "results/convergence.json",
+                 "results/fidelity.json",
                  *_compress(code_closure([f"{PACKAGE}.stages.claims", *_all_sides(("claims",))], root), root)],
         "outs": [_persist("results/claims.md", cache=False)],
         "metrics": [_persist("results/claims.json", cache=False), _persist("results/summary.json", cache=False)],

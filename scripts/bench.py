@@ -268,9 +268,11 @@ def training_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
         x, y = torch.rand(batch, 1, 28, 28), torch.arange(batch) % 10
         gated = params.model(key).arch.startswith("csg_")
         torch.manual_seed(0)
-        try:
-            a = train_step(_build(params, key, quick), x, y, gated=gated)
-            b = train_step(_build(params, twin_key, quick), x, y)
+        try:   # each model in the memory layout the pipeline trains it in (train.channels_last)
+            a = train_step(_build(params, key, quick), x, y, gated=gated,
+                           channels_last=params.train_config(key).channels_last)
+            b = train_step(_build(params, twin_key, quick), x, y,
+                           channels_last=params.train_config(twin_key).channels_last)
         except (ValueError, TypeError, RuntimeError) as err:
             rows.append(Row("training", f"{key} ÷ {twin_key}", note=f"present but not timed here: {err}"))
             continue
@@ -285,7 +287,7 @@ def training_rows(repeats: int, inner: int, quick: bool) -> list[Row]:
                 for what, opts in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"bf16": True})):
                     torch.manual_seed(0)
                     on = train_step(_build(params, model_key, quick), x, y, **opts)
-                    off = train_step(_build(params, model_key, quick), x, y)
+                    off = train_step(_build(params, model_key, quick), x, y)   # NCHW, fp32
                     m = compare(off, on, repeats, inner)
                     rows.append(Row("hardware", f"training images/s: {model_key} with {what} ÷ without", m["ratio"],
                                     m["low"], m["high"], m["wall_ratio"], detail=m))

@@ -322,3 +322,19 @@ def test_the_ledger_ends_with_the_training_length_of_its_models_and_the_readme_c
     assert len(claims_rows) == 3 and "a beats b" in claims_rows[2]   # header, rule, the claim: no paragraph lines
     assert readme.split(TRAINING_LENGTH)[1].strip().splitlines()[-1].startswith("| `a` | 4 |")
     assert TRAINING_LENGTH not in claims_table_of(ledger_text(data))   # no check measured: no block
+
+
+def test_the_fidelity_block_sets_the_official_choice_beside_ours_and_flags_an_earlier_training():
+    from bcos_lib.stages.claims import FIDELITY, fidelity_text
+    fid = {"v1": {"model": "a", "options": {"input_norm": "layer"}, "official": "normalised in front",
+                  "pipeline": {"options": {"input_norm": "fold"}, "test_accuracy": 90.0, "loc": 0.7},
+                  "variant": {"test_accuracy": 88.5, "loc": 0.65}},
+           "v2": {"model": "b", "options": {"period": 3}, "official": "two of three",
+                  "pipeline": {"options": {"period": 2}, "test_accuracy": 70.0},
+                  "variant": {"test_accuracy": 71.0}}}
+    res = _paired_results(0.1)                          # a and b at 90.0 % now: b was retrained since
+    text = fidelity_text(fid, res)
+    assert text.startswith(FIDELITY)
+    assert "| `a` | `input_norm` fold → layer (normalised in front) | 90.00 → 88.50 | loc 0.700 → 0.650 |" in text
+    assert "to be measured again: `b` (v2)." in text and "| `b` |" not in text
+    assert fidelity_text({}, res) == ""
