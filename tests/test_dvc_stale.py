@@ -50,8 +50,10 @@ def scratch(tmp_path_factory) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         src = ROOT / f
-        # results/convergence.json is an input (the under-training check, measured by hand), not an output
-        if src.is_file() and (not f.startswith(("results/", "figures/", "models/")) or f == "results/convergence.json") \
+        # results/convergence.json and results/fidelity.json are inputs (measured by scripts/convergence.py
+        # and scripts/fidelity.py, outside the pipeline), not outputs
+        if src.is_file() and (not f.startswith(("results/", "figures/", "models/"))
+                              or f in ("results/convergence.json", "results/fidelity.json")) \
                 and f != "dvc.lock":
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
