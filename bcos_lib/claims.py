@@ -47,7 +47,7 @@ import numpy as np
 
 from .core.contract import ModelResult
 
-__all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas", "current_checks",
+__all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas", "current_checks", "retrained_since",
            "Estimate", "seed_estimate", "combine_seeds", "verdict", "under_trained", "unchecked", "evaluate_claim", "ledger",
            "claims_table", "LEVEL", "N_RESAMPLES"]
 
@@ -372,6 +372,13 @@ def under_trained(r: ModelResult, convergence: Mapping[str, Any],
     return None
 
 
+def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = 0.005) -> bool:
+    """True when model ``r`` has another test accuracy now than the ``accuracy`` a measurement
+    recorded of it: it was retrained since, so the measurement describes an earlier model."""
+    now = (r.train or {}).get("test_accuracy") if r is not None else None
+    return now is not None and abs(float(now) - float(accuracy)) > tolerance
+
+
 def current_checks(convergence: Mapping[str, Any], results: Mapping[str, ModelResult],
                    tolerance: float = 0.005) -> tuple[dict[str, Any], list[str]]:
     """The under-training checks that still describe the trained models, and the keys of those
@@ -382,9 +389,7 @@ def current_checks(convergence: Mapping[str, Any], results: Mapping[str, ModelRe
     again.  Models without results are kept as they are."""
     kept, stale = {}, []
     for key, c in convergence.items():
-        r = results.get(key)
-        now = (r.train or {}).get("test_accuracy") if r is not None else None
-        if now is not None and abs(float(now) - float(c["accuracy"])) > tolerance:
+        if retrained_since(results.get(key), c["accuracy"], tolerance):
             stale.append(key)
         else:
             kept[key] = c

@@ -213,7 +213,8 @@ def explain(model: nn.Module, x: Tensor, targets: Tensor | int | None = None, la
     rgba = None
     encoding = getattr(model, "encoding", None)
     # x-only B-cos models get the input-coloured variant (see colour_explanation)
-    paired = encoding in ("add_inverse", "add_inverse_normalised")
+    from .models.base import PAIRED_ENCODINGS
+    paired = encoding in PAIRED_ENCODINGS
     if colour and (paired or (encoding == "none" and is_explainable(model))):
         n, t = targets.shape
         rgba = colour_explanation(weights.flatten(0, 1), xd.expand_as(weights).flatten(0, 1), smooth=smooth,

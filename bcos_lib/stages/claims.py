@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..claims import UNDER_TRAINED_POINTS, claims_table, current_checks, ledger
+from ..claims import UNDER_TRAINED_POINTS, claims_table, current_checks, ledger, retrained_since
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
 from ..readme import TRAINING_LENGTH   # how the README finds the block it copies
@@ -125,9 +125,7 @@ def fidelity_text(fidelity: Mapping[str, Any], results: Mapping[str, Any]) -> st
     lines = ["| model | option: ours → the official code's | accuracy (%) | other numbers |", "|---|---|---|---|"]
     stale = []
     for name, f in sorted(fidelity.items()):
-        r = results.get(f["model"])
-        now = (getattr(r, "train", None) or {}).get("test_accuracy") if r is not None else None
-        if now is not None and abs(float(now) - float(f["pipeline"]["test_accuracy"])) > 0.005:
+        if retrained_since(results.get(f["model"]), f["pipeline"]["test_accuracy"]):
             stale.append(f"`{f['model']}` ({name})")
             continue
         ours, theirs = f["pipeline"], f["variant"]

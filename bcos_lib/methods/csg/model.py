@@ -42,7 +42,7 @@ class CSGOptions:
     epoch when (e − warmup_epochs) is a multiple of ``period`` (period 3: one CSG epoch in
     three); ``gated`` of every ``period`` are CSG epochs, the first ones of each period (period 3,
     gated 2: two CSG epochs, then a standard one); with ``unit: step`` the alternation is by batch, global step s being a CSG step
-    when s is a multiple of ``period`` (period 2: every other batch gated), so that within
+    when s mod ``period`` < ``gated`` (period 2: every other batch gated), so that within
     every epoch the standard steps teach each filter to stay quiet for the classes its gate
     closes it to (on a CSG step it is multiplied by 0 for them and learns nothing about them).
     """
