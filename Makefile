@@ -22,6 +22,8 @@ ifneq ($(strip $(NPROC)),)
 export BCOS_NPROC := $(NPROC)
 endif
 BIN     := $(abspath $(VENV))/bin
+# the installer of the set-up (a pinned version, like every package of requirements.lock)
+UV_PIN  := uv==0.13.9
 # dvc runs papermill and python from the stage commands: they must be the venv's
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
@@ -33,7 +35,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	# uv installs the lock's ~280 packages in parallel (torch's 5.5 GB in seconds from its cache); pip if uv fails
+	$(BIN)/python -m pip install --quiet $(UV_PIN) && $(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock \
+	  || $(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bcos-companion)" >/dev/null
 	touch $@

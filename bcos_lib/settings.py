@@ -38,8 +38,14 @@ __all__ = ["stage_settings", "write_settings", "settings_path", "main", "FOLDER"
 FOLDER = "results/settings"
 
 
+#: base settings that change how fast a stage runs, never its results (bcos_lib.core.members: a seed
+#: replica has one thread however many run at once), so changing them reruns nothing
+SPEED_ONLY = ("workers",)
+
+
 def _common(p: Params) -> dict[str, Any]:
-    return {"base": dataclasses.asdict(p.base), "data": dataclasses.asdict(p.data)}
+    base = {k: v for k, v in dataclasses.asdict(p.base).items() if k not in SPEED_ONLY}
+    return {"base": base, "data": dataclasses.asdict(p.data)}
 
 
 #: the fields of a model entry that its train and evaluate stages read (label, group and twin are for

@@ -37,6 +37,7 @@ import argparse
 import importlib.util
 import inspect
 import json
+import os
 import platform
 import statistics
 import sys
@@ -478,6 +479,54 @@ def startup_rows(runs_per_engine: int = 3) -> list[Row]:
     return rows
 
 
+def _step_worker(key: str, threads: int, steps: int, quick: bool) -> None:
+    """(A process of :func:`side_by_side_rows`.) ``steps`` training steps of ``models.<key>`` on
+    ``threads`` threads after 3 warm-up steps; prints the steps per second of wall time."""
+    torch.set_num_threads(threads)
+    from bcos_lib.core.config import load_params
+    params = load_params()
+    torch.manual_seed(0)
+    model = _build(params, key, quick)
+    batch = 8 if quick else params.train_config(key).batch_size
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    step = train_step(model, x, y, channels_last=params.train_config(key).channels_last)
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    print(steps / (time.perf_counter() - t))
+
+
+def side_by_side_rows(repeats: int, quick: bool) -> list[Row]:
+    """Training images per second of several one-thread processes at once (each a training of the
+    same model, as a model's seed replicas are run by ``bcos_lib.core.members``) ÷ one process with
+    every core's thread (torch's default), for the models with seed replicas in the pipeline:
+    the throughput that running the replicas side by side gains."""
+    import subprocess
+    cores = os.cpu_count() or 1
+    steps = 3 if quick else 20
+    rows = []
+    for key in ("std_cnn",) if quick else ("std_cnn", "bcos_cnn", "lwta_cnn"):
+        def rate(procs: int, threads: int) -> float:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--step-worker", key, str(threads), str(steps)]
+            if quick:
+                cmd.append("--quick")
+            ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(procs)]
+            return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in ps)
+        for procs in (2,) if quick else (2, 3):
+            ratios = []
+            for _ in range(repeats):
+                one = rate(1, cores)
+                ratios.append(rate(procs, 1) / one)
+            ratios.sort()
+            rows.append(Row("side by side", f"side by side: training images/s of {procs} one-thread processes of "
+                            f"{key} at once ÷ one process with {cores} threads", statistics.median(ratios), ratios[0],
+                            ratios[-1], statistics.median(ratios), note="wall time (a parallel speed-up)",
+                            detail={"ratios": ratios, "steps": steps}))
+    return rows
+
+
 def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
@@ -499,13 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per row (default 7; quick 3)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="the torch.compile rows (default: on, off with --quick: compiling takes 15-45 s per module)")
-    p.add_argument("--only", choices=("eager", "compiled", "startup"), default=None,
+    p.add_argument("--only", choices=("eager", "compiled", "startup", "side_by_side"), default=None,
                    help="only these rows (written to results/bench_<rows>.json unless --out is given)")
     p.add_argument("--models", default="", help="compiled rows: only these interpretable models (comma-separated)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--data", default=str(ROOT / "data" / "fashion-mnist"))
     p.add_argument("--out", default=None, help="default results/bench.json (with --only: results/bench_<rows>.json)")
+    p.add_argument("--step-worker", nargs=3, metavar=("KEY", "THREADS", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.step_worker:
+        key, threads, steps = args.step_worker
+        _step_worker(key, int(threads), int(steps), args.quick)
+        return 0
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -537,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                               only=args.models.split(",") if args.models else None)
     if args.only in (None, "startup") and not args.quick:
         rows += startup_rows()
+    if args.only in (None, "side_by_side"):
+        rows += side_by_side_rows(1 if args.quick else 3, args.quick)
     text = table(rows)
     print(f"{torch.get_num_threads()} thread(s), {repeats} interleaved repetitions per row, CPU-time ratios "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__})")

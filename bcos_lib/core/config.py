@@ -98,6 +98,8 @@ class BaseConfig:
     device: str = ranged("auto", choices=lambda: _DEVICES)   # auto | cpu | cuda | cuda:N
     profile: str = "default"    # which entry of `profiles` is merged over the file (NAME_PATTERN)
     num_threads: int = ranged(0, ge=0)   # torch CPU threads; 0 leaves torch's default
+    workers: int = ranged(0, ge=0)       # seed replicas run side by side on the CPU, one thread each, this many
+                                         # processes at a time; 0: one per core (bcos_lib.core.members)
 
 
 @dataclass

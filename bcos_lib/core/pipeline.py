@@ -76,7 +76,9 @@ def setup(profile: str | None = None, output_dir: str | None = None, params_path
         torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
     keep_freed_memory()  # no page fault per step for every large tensor (see its docstring)
-    return Run(params, out, resolve_device(params.base.device))
+    run = Run(params, out, resolve_device(params.base.device))
+    run.params_path = Path(params_path).resolve() if params_path else None   # for the processes of bcos_lib.core.members
+    return run
 
 
 def load_data(run: Run, split: str) -> ImageDataset:
@@ -101,10 +103,11 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> Path:
 
 
 def load_model(path: str | os.PathLike, expect_arch: str | None = None, expect_kwargs: dict | None = None,
-               device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild a saved model, with errors that say what is wrong and which stage makes the file."""
+               device: torch.device | str = "cpu", stage: str | None = None) -> nn.Module:
+    """Rebuild a saved model, with errors that say what is wrong and which stage makes the file
+    (``stage``; default ``train-<file name>``)."""
     path = Path(path)
-    hint = f"re-run its training stage (`dvc repro train-{path.stem}`)"
+    hint = f"re-run its training stage (`dvc repro {stage or 'train-' + path.stem}`)"
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist: {hint}")
     try:
@@ -133,7 +136,9 @@ def load_model(path: str | os.PathLike, expect_arch: str | None = None, expect_k
 def load_trained(run: Run, key: str) -> nn.Module:
     """The trained model of ``models.<key>``, checked against params.yaml."""
     entry = run.params.model(key)
-    return load_model(model_path(run, key), entry.arch, dict(entry.kwargs), run.device)
+    # a seed replica is trained in the stage of the model it replicates
+    return load_model(model_path(run, key), entry.arch, dict(entry.kwargs), run.device,
+                      stage=f"train-{entry.replica_of or key}")
 
 
 def write_timing(run: Run, stage: str, key: str, seconds: float, **parts: float) -> Path:

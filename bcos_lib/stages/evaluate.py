@@ -57,6 +57,13 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     return summary
 
 
+def read_result(run: Run, key: str) -> dict[str, Any]:
+    """What :func:`run` returned for ``models.<key>``, read back from its metrics.json (a model
+    evaluated in its own process, :mod:`bcos_lib.core.members`)."""
+    import json
+    return json.loads(run.path("results", "evaluate", key, "metrics.json").read_text())
+
+
 def write_tables(tables: dict[str, Any], folder: Path) -> Path:
     """Write ``{name: DataFrame}`` as ``folder/<name>.csv`` so that ``folder`` holds exactly these
     tables (an empty folder when there are none: DVC tracks the folder either way).  They are

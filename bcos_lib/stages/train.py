@@ -153,6 +153,12 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     return metrics
 
 
+def read_result(run: Run, key: str) -> dict[str, Any]:
+    """What :func:`run` returned for ``models.<key>``, read back from its metrics.json (a model
+    trained in its own process, :mod:`bcos_lib.core.members`)."""
+    return json.loads(run.path("results", "train", key, "metrics.json").read_text())
+
+
 def run_data_parallel(run: Run, key: str, nproc: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``models.<key>`` on ``nproc`` processes (torchrun) with the project's params.yaml and
     ``run``'s profile and output folder; return the metrics rank 0 wrote."""
@@ -164,7 +170,7 @@ def run_data_parallel(run: Run, key: str, nproc: int, log: Callable[[str], None]
         log(line)
     if p.returncode != 0:
         raise RuntimeError(f"data-parallel training of {key} failed (torchrun exit {p.returncode}):\n{p.stderr[-4000:]}")
-    return json.loads(run.path("results", "train", key, "metrics.json").read_text())
+    return read_result(run, key)
 
 
 if __name__ == "__main__":   # what run_data_parallel starts on every rank
