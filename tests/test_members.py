@@ -43,7 +43,7 @@ def test_who_runs_side_by_side(tmp_path):
     run = setup(tmp_path, workers=0)
     assert members.side_by_side(run, "std_cnn") and members.side_by_side(run, "std_cnn_s1")
     assert not members.side_by_side(run, "lone")   # no seeds: the stage's own process, as before
-    assert members.worker_count(run, 2) == min(2, os.cpu_count() or 1)
+    assert members.worker_count(run, 3) == min(3, (os.cpu_count() or 1) + 1)
     run.params.base.workers = 1
     assert members.worker_count(run, 2) == 1
 

@@ -99,7 +99,7 @@ class BaseConfig:
     profile: str = "default"    # which entry of `profiles` is merged over the file (NAME_PATTERN)
     num_threads: int = ranged(0, ge=0)   # torch CPU threads; 0 leaves torch's default
     workers: int = ranged(0, ge=0)       # seed replicas run side by side on the CPU, one thread each, this many
-                                         # processes at a time; 0: one per core (bcos_lib.core.members)
+                                         # processes at a time; 0: the CPU cores + 1 (bcos_lib.core.members)
 
 
 @dataclass

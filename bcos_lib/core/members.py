@@ -8,7 +8,7 @@ process with two threads against two (three) processes with one thread each at o
 B-cos CNN 1.17× (1.23×), the standard CNN 1.32× (1.29×), the LWTA CNN 1.10× (1.02×)
 (``make bench``, the rows "side by side").  So :func:`run_members` runs every member of a
 seeded family in its own process with **one thread**, ``base.workers`` of them at a time
-(0: one per CPU core), and any other model in the stage's own process, one after another, as
+(0: one more than the CPU cores), and any other model in the stage's own process, one after another, as
 before.  Because such a member always has exactly one thread, its numbers do not depend on how
 many run at once, nor on whether the stage runs under DVC, in Jupyter or in a test: the model's
 weights are the same bytes with ``workers: 1`` and ``workers: 3``.  On a GPU, under ``torchrun``
@@ -52,8 +52,10 @@ def side_by_side(run: Any, key: str) -> bool:
 
 
 def worker_count(run: Any, n_members: int) -> int:
-    """How many member processes run at once: ``base.workers``, 0 meaning one per CPU core."""
-    want = run.params.base.workers or (os.cpu_count() or 1)
+    """How many member processes run at once: ``base.workers``, 0 meaning one more than the CPU
+    cores (a model and two replicas at once on two cores: with two at a time the third would run
+    alone on one core while the other idles, slower than one after another on both)."""
+    want = run.params.base.workers or (os.cpu_count() or 1) + 1
     return max(1, min(want, n_members))
 
 
