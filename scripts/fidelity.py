@@ -76,8 +76,17 @@ def measure(name: str, variant: Variant, out: Path, log: Callable[[str], None] =
         shutil.copyfile(ROOT / "models" / f"{entry.init_from}.pt", out / "models" / f"{entry.init_from}.pt")
     run = Run(params, out, resolve_device(params.base.device))
     t0 = time.time()
-    trained = train.run(run, variant.key, progress=False, log=lambda _: None)
-    summary = evaluate.run(run, variant.key, log=lambda _: None)
+    import torch
+
+    from bcos_lib.core.members import side_by_side
+    threads = torch.get_num_threads()
+    if side_by_side(run, variant.key):   # as the pipeline trains and evaluates a seeded model: one thread
+        torch.set_num_threads(1)
+    try:
+        trained = train.run(run, variant.key, progress=False, log=lambda _: None)
+        summary = evaluate.run(run, variant.key, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
     pipeline_train = json.loads((ROOT / "results" / "train" / variant.key / "metrics.json").read_text())
     pipeline_eval = json.loads((ROOT / "results" / "evaluate" / variant.key / "metrics.json").read_text())
     return {"model": variant.key, "options": variant.options, "official": variant.what,

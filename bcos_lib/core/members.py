@@ -3,10 +3,10 @@
 A train or evaluate stage runs several models when a model has training ``seeds`` (the model
 and its replicas ``<key>_s<seed>`` share the stage).  On a CPU of a few cores, these small
 networks gain little from a second thread of one process and more from a second process: on
-the 2-core machine this project is measured on, images per second of a training step, one
-process with two threads against two (three) processes with one thread each at once: the
-B-cos CNN 1.17× (1.23×), the standard CNN 1.32× (1.29×), the LWTA CNN 1.10× (1.02×)
-(``make bench``, the rows "side by side").  So :func:`run_members` runs every member of a
+the 2-core machine this project is measured on, images per second of a training step, three
+(two) one-thread processes at once ÷ one process with two threads: the B-cos CNN 1.23× (1.18×),
+the standard CNN 1.45× (1.46×), the LWTA CNN 1.32× (1.25×) (``python scripts/bench.py --only
+side_by_side``, docs/speed.md).  So :func:`run_members` runs every member of a
 seeded family in its own process with **one thread**, ``base.workers`` of them at a time
 (0: one more than the CPU cores), and any other model in the stage's own process, one after another, as
 before.  Because such a member always has exactly one thread, its numbers do not depend on how
