@@ -1,4 +1,4 @@
-# Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python 3.11.5+ (requirements.lock needs it):
 #   make repro   create .venv, get the data, run the whole pipeline (dvc repro)
 #                PROFILE=<name> first sets base.profile in params.yaml (validated; that line only),
 #                e.g. `make repro PROFILE=gpu CONFIRM=1`; without it the profile in params.yaml runs.
