@@ -9,7 +9,6 @@ not a DVC data source that ``dvc repro`` re-records whatever it holds).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from test_dvc_recovery import GIT, new_project, pytestmark, sh  # noqa: F401 - the same skips (slow, dvc, data)
 

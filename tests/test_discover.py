@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,7 @@ from bcos_lib import create_model
 from bcos_lib.methods.discover.concepts import (FASHION_MNIST_ATTRIBUTES, VISUAL_CONCEPTS, AnnotatedConcepts, ClipConcepts, ConceptError, load_attribute_table, visual_concepts, visual_measures)
 from bcos_lib.core.config import ConfigError
 from bcos_lib.core.data import FASHION_MNIST_CLASSES, ImageDataset
-from bcos_lib.methods.discover.dissect import (activation_density, activation_layers, dissect, dissection_quality, last_hidden_layer, layer_activations, readout_weights, soft_wpmi)
+from bcos_lib.methods.discover.dissect import (activation_density, activation_layers, dissect, dissection_quality, last_hidden_layer, readout_weights, soft_wpmi)
 from bcos_lib.methods.discover.layers import LWTA, local_winner_takes_all, lwta_kl
 from bcos_lib.methods.discover.layers import gumbel_noise
 from reference import lwta_kl_reference, lwta_reference, reference_forward

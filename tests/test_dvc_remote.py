@@ -11,9 +11,7 @@ The copy holds the working tree with one small model, ``std_cnn``, in the tiny p
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-import pytest
 
 from bcos_lib.core.pipeline import load_model
 from test_dvc_recovery import GIT, new_project, pytestmark, sh  # noqa: F401 - the same skips (slow, dvc, data)
