@@ -67,6 +67,12 @@ def _command(stage: ModuleType, run: Any, key: str) -> list[str]:
     return cmd
 
 
+def _member_options(stage: ModuleType) -> dict[str, Any]:
+    """What a member's ``stage.run`` is called with besides (run, key): no progress bar (its output
+    reaches the stage's log only when it ends), in a forked and a spawned member alike."""
+    return {"progress": False} if "progress" in stage.run.__code__.co_varnames else {}
+
+
 def _start_method() -> str:
     """``fork`` where the platform has it (Linux: the member inherits the stage's imports and data,
     ~0.1 s to start), else ``spawn`` (a fresh ``python -m bcos_lib.core.members``, ~3.5 s to import
@@ -78,7 +84,7 @@ def _start_method() -> str:
     return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
-def _forked_member(stage: ModuleType, run: Any, key: str, log_path: str, kwargs: dict[str, Any]) -> None:
+def _forked_member(stage: ModuleType, run: Any, key: str, log_path: str) -> None:
     """The body of a forked member: its output into ``log_path``, one thread, the stage's run()."""
     import traceback
 
@@ -89,7 +95,7 @@ def _forked_member(stage: ModuleType, run: Any, key: str, log_path: str, kwargs:
     sys.stdout = sys.stderr = open(fd, "w", buffering=1, closefd=False)
     torch.set_num_threads(1)
     try:
-        stage.run(run, key, **kwargs)
+        stage.run(run, key, **_member_options(stage))
     except BaseException:   # noqa: BLE001 - the parent reports it with the member's key
         traceback.print_exc()
         sys.stdout.flush()
@@ -102,12 +108,12 @@ class _Member:
     """One running member: a forked process or a spawned command, its log file."""
 
     def __init__(self, stage: ModuleType, run: Any, key: str, log_path: Path, method: str, env: dict[str, str],
-                 root: Path, kwargs: dict[str, Any]):
+                 root: Path):
         self.key, self.log_path = key, log_path
         if method == "fork":
             import multiprocessing as mp
             self.proc = mp.get_context("fork").Process(target=_forked_member,
-                                                       args=(stage, run, key, str(log_path), kwargs), daemon=False)
+                                                       args=(stage, run, key, str(log_path)), daemon=False)
             self.proc.start()
             self.popen = None
         else:
@@ -131,7 +137,8 @@ class _Member:
 def run_members(stage: ModuleType, run: Any, keys: list[str], log: Callable[[str], None] = print,
                 **kwargs: Any) -> dict[str, Any]:
     """``stage.run(run, key, **kwargs)`` for every key, the seeded families side by side (module
-    docstring); returns ``{key: result}`` in the order of ``keys``."""
+    docstring; their members take :func:`_member_options` instead of ``kwargs``); returns
+    ``{key: result}`` in the order of ``keys``."""
     from .paths import project_root
     together = [k for k in keys if side_by_side(run, k)]
     results: dict[str, Any] = {}
@@ -141,9 +148,6 @@ def run_members(stage: ModuleType, run: Any, keys: list[str], log: Callable[[str
         n = worker_count(run, len(together))
         method = _start_method()
         log(f"{len(together)} models side by side, {n} at a time, one thread each: {', '.join(together)}")
-        member_kwargs = {k: v for k, v in kwargs.items() if k != "log"}
-        if "progress" in stage.run.__code__.co_varnames:
-            member_kwargs["progress"] = False
         waiting, running, failed = list(together), [], []
         sys.stdout.flush()
         sys.stderr.flush()
@@ -151,8 +155,7 @@ def run_members(stage: ModuleType, run: Any, keys: list[str], log: Callable[[str
             while waiting or running:
                 while waiting and len(running) < n:
                     key = waiting.pop(0)
-                    running.append(_Member(stage, run, key, Path(tmp) / f"{key}.log", method, env, root,
-                                           member_kwargs))
+                    running.append(_Member(stage, run, key, Path(tmp) / f"{key}.log", method, env, root))
                 for member in list(running):
                     code = member.poll()
                     if code is None:
@@ -199,8 +202,7 @@ def _main(argv: list[str] | None = None) -> int:
     run = setup(args.profile, args.output_dir, args.params, models=args.key)
     torch.set_num_threads(1)
     stage = importlib.import_module(args.stage)
-    options = {"progress": False} if "progress" in stage.run.__code__.co_varnames else {}
-    stage.run(run, args.key, **options)
+    stage.run(run, args.key, **_member_options(stage))
     return 0
 
 
