@@ -75,6 +75,27 @@ def test_replicas_write_the_same_bytes_one_or_two_at_a_time(tmp_path, monkeypatc
     assert (outs[2] / "models/std_cnn.pt").read_bytes() != (outs[2] / "models/std_cnn_s1.pt").read_bytes()
 
 
+def test_member_logs_follow_the_keys_not_the_finishing_order(tmp_path, monkeypatch):
+    """The stage's log is a DVC output (the executed notebook): the first key's lines come first
+    even when its process ends last."""
+    import time
+    import types
+    monkeypatch.setenv("BCOS_MEMBERS_START", "fork")
+    run = setup(tmp_path, workers=2)
+    stage = types.ModuleType("bcos_lib.stages.fake")
+
+    def fake_run(run, key, **kwargs):
+        time.sleep(1.5 if key == "std_cnn" else 0.0)   # the first member finishes last
+        print(f"done {key}")
+
+    stage.run = fake_run
+    stage.read_result = lambda run, key: key
+    logs: list[str] = []
+    got = members.run_members(stage, run, ["std_cnn", "std_cnn_s1"], log=logs.append)
+    assert got == {"std_cnn": "std_cnn", "std_cnn_s1": "std_cnn_s1"}
+    assert [line for line in logs if line.startswith("[")] == ["[std_cnn] done std_cnn", "[std_cnn_s1] done std_cnn_s1"]
+
+
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_a_failing_member_names_itself(tmp_path, monkeypatch, start):
     monkeypatch.setenv("BCOS_MEMBERS_START", start)

@@ -17,10 +17,11 @@ or with ``BCOS_NPROC`` > 1, every model runs in the stage's process.
 A member's process is a fork of the stage's process where the platform has fork (Linux), else
 ``python -m bcos_lib.core.members <stage module> <key>``, which sets up the same run (profile,
 output folder, params file); either sets one thread and calls the stage's ``run(run, key)``.
-Its output is handed on to the stage's log when it ends, and what it wrote is read back with the
-stage's ``read_result(run, key)``.  A member that fails stops the stage with its
-own error message after the others have finished (each writes its files atomically, so what
-they wrote is complete).
+Its output is handed on to the stage's log once it and every member before it have ended (in
+the order of the keys, so the log, an executed notebook that DVC tracks, does not depend on
+which process finished first), and what it wrote is read back with the stage's
+``read_result(run, key)``.  A member that fails stops the stage with its own error message after
+the others have finished (each writes its files atomically, so what they wrote is complete).
 """
 from __future__ import annotations
 
@@ -149,6 +150,8 @@ def run_members(stage: ModuleType, run: Any, keys: list[str], log: Callable[[str
         method = _start_method()
         log(f"{len(together)} models side by side, {n} at a time, one thread each: {', '.join(together)}")
         waiting, running, failed = list(together), [], []
+        done: dict[str, str] = {}
+        shown = 0
         sys.stdout.flush()
         sys.stderr.flush()
         with tempfile.TemporaryDirectory(prefix="bcos-members-") as tmp:
@@ -162,11 +165,16 @@ def run_members(stage: ModuleType, run: Any, keys: list[str], log: Callable[[str
                         continue
                     running.remove(member)
                     text = member.finish()
-                    for line in text.splitlines():
-                        if line.strip():
-                            log(f"[{member.key}] {line}")
+                    done[member.key] = text
                     if code != 0:
                         failed.append((member.key, code, text))
+                # handed on in the order of the keys, not of finishing: the stage's log (the executed
+                # notebook, a DVC output) is then the same bytes however the processes were scheduled
+                while shown < len(together) and together[shown] in done:
+                    for line in done[together[shown]].splitlines():
+                        if line.strip():
+                            log(f"[{together[shown]}] {line}")
+                    shown += 1
                 if running:
                     time.sleep(0.1)
         if failed:
