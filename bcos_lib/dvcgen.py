@@ -369,9 +369,13 @@ def comparison_plots(params: Any) -> list[dict[str, Any]]:
     plots: list[dict[str, Any]] = []
     for group, keys in groups.items():
         what = "the main comparison" if group == "main" else f"the group {group}"
+        # the test accuracy where every model of the group was tested after each epoch (train.test_every: 1),
+        # else the running training accuracy, which every epoch has
+        tested = all(params.train_config(k).test_every == 1 for k in keys)
+        column, name = ("test_accuracy", "test accuracy") if tested else ("train_accuracy", "training accuracy")
         plots.append({f"accuracy_{group}": {
-            "x": "epoch", "y": {history.format(k): "test_accuracy" for k in keys}, "template": "linear",
-            "title": f"test accuracy per epoch: {what}", "x_label": "epoch", "y_label": "test accuracy (%)"}})
+            "x": "epoch", "y": {history.format(k): column for k in keys}, "template": "linear",
+            "title": f"{name} per epoch: {what}", "x_label": "epoch", "y_label": f"{name} (%)"}})
         columns: dict[str, list[str]] = {}
         for k in keys:
             tcfg, ecfg = params.train_config(k), params.evaluate_config(k)

@@ -236,12 +236,13 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], losses: dict[str, s
     a1, a2, *loss_axes = axes[0]
     colours = dict(zip(histories, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10))
     for key, h in histories.items():
-        a1.plot(h["epoch"], h["test_accuracy"], marker="o", color=colours[key], label=key)
+        tested = h.dropna(subset=["test_accuracy"])   # the epochs tested (train.test_every; always the last)
+        a1.plot(tested["epoch"], tested["test_accuracy"], marker="o", color=colours[key], label=key)
         a2.plot(h["epoch"], h["train_accuracy"], marker="o", color=colours[key], label=key)
         for kind, a in zip(kinds, loss_axes):
             if losses[key] == kind:
                 a.plot(h["epoch"], h["train_loss"], marker="o", color=colours[key], label=key)
-    a1.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    a1.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy (the epochs tested)")
     a2.set(xlabel="epoch", ylabel="training accuracy (%)", title="training accuracy (running, per epoch)")
     for kind, a in zip(kinds, loss_axes):
         a.set(xlabel="epoch", ylabel=f"training loss ({_LOSS_NAMES.get(kind, kind)})",

@@ -86,11 +86,25 @@ def shared_logits():
         _LOGITS_MEMO = outer
 
 
+def _memo_key(model: nn.Module, images: Tensor, device: torch.device | str) -> tuple:
+    return id(model), images.data_ptr(), tuple(images.shape), str(device)
+
+
+def remember_logits(model: nn.Module, images: Tensor, device: torch.device | str, logits: Tensor) -> None:
+    """Inside :func:`shared_logits`: take ``logits`` as ``model``'s on ``images`` (e.g. those the
+    train stage kept with the model), so that no metric computes them again."""
+    if _LOGITS_MEMO is None:
+        raise RuntimeError("remember_logits works inside `with shared_logits():` only")
+    if logits.dim() != 2 or len(logits) != len(images):
+        raise ValueError(f"logits of shape {tuple(logits.shape)} do not belong to {len(images)} images")
+    _LOGITS_MEMO[_memo_key(model, images, device)] = logits.detach().float().cpu()
+
+
 @torch.no_grad()
 def _logits(model: nn.Module, images: Tensor, batch_size: int, device: torch.device | str) -> Tensor:
     """The logits of images in [0, 1] (float32, on the CPU), in batches, model in eval mode;
     shared within :func:`shared_logits`."""
-    key = (id(model), images.data_ptr(), tuple(images.shape), str(device))
+    key = _memo_key(model, images, device)
     if _LOGITS_MEMO is not None and key in _LOGITS_MEMO:
         return _LOGITS_MEMO[key]
     out = []

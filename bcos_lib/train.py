@@ -196,16 +196,22 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, ds: ImageDataset, loss: str = "ce", batch_size: int = 1000,
-                      device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean loss and accuracy (%) of ``model`` on ``ds`` (eval mode; the mode is restored)."""
-    total_loss, correct = 0.0, 0
+                      device: torch.device | str = "cpu", keep_logits: bool = False) -> dict[str, Any]:
+    """Mean loss and accuracy (%) of ``model`` on ``ds`` (eval mode; the mode is restored); with
+    ``keep_logits`` also ``"logits"``, the (N, classes) float32 logits on the CPU."""
+    total_loss, correct, kept = 0.0, 0, []
     with evaluating(model):
         for x, y in batches(ds, batch_size):
             x, y = x.to(device), y.to(device)
             out = model(prepare_input(model, x))
             total_loss += loss_fn(loss, out, y).item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
-    return {"loss": total_loss / len(ds), "accuracy": 100.0 * correct / len(ds)}
+            if keep_logits:
+                kept.append(out.detach().float().cpu())
+    result: dict[str, Any] = {"loss": total_loss / len(ds), "accuracy": 100.0 * correct / len(ds)}
+    if keep_logits:
+        result["logits"] = torch.cat(kept) if kept else torch.zeros(0, 0)
+    return result
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -227,9 +233,16 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         seed: int = 0, device: torch.device | str = "cpu", checkpoint_path: str | os.PathLike | None = None,
         fingerprint: str | dict[str, str] = "", checkpoint_name: str | None = None, progress: bool = True,
         log: Callable[[str], None] = print,
-        on_step: Callable[[int], None] | None = None, hooks: TrainHooks | None = None,
+        on_step: Callable[[int], None] | None = None, on_test: Callable[[int, Tensor], None] | None = None,
+        hooks: TrainHooks | None = None,
         epoch_eval: Callable[[nn.Module], dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place; return one row of metrics per epoch.
+
+    With ``test_data``, the rows have ``test_loss`` and ``test_accuracy``: measured after every
+    ``cfg.test_every``-th epoch and after the last, NaN on the other rows (``test_every`` 0: the
+    last only, which saves a pass over the test set per epoch where no curve is read).
+    ``on_test(epoch, logits)`` receives the logits of each of these passes (the train stage keeps
+    the last with the model, so that the evaluate stage need not compute them again).
 
     ``hooks`` (:class:`bcos_lib.methods.TrainHooks`, from the model's method) may replace the
     training step — it gets the labels and may add loss terms, logged per epoch — and add an
@@ -362,9 +375,13 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
         row = {"epoch": epoch + 1, "train_loss": s[0] / s[2], "train_accuracy": 100.0 * s[1] / s[2],
                "lr": _lr_at(state["global_step"] - 1, total, cfg),
                **{f"train_{k}": v / s[2] for k, v in state.get("terms", {}).items()}}
-        if test_data is not None:
-            m = evaluate_accuracy(model, test_data, loss_name, cfg.eval_batch_size, device)
-            row.update(test_loss=m["loss"], test_accuracy=m["accuracy"])
+        if test_data is not None:   # the columns on every row (empty where this epoch was not tested)
+            tested = epoch + 1 == cfg.epochs or (cfg.test_every > 0 and (epoch + 1) % cfg.test_every == 0)
+            m = evaluate_accuracy(model, test_data, loss_name, cfg.eval_batch_size, device,
+                                  keep_logits=on_test is not None) if tested else {}
+            row.update(test_loss=m.get("loss", math.nan), test_accuracy=m.get("accuracy", math.nan))
+            if tested and on_test is not None:
+                on_test(epoch + 1, m["logits"])
         if hooks.after_epoch is not None:
             info = StepInfo(epoch=epoch, step=state["global_step"] - 1, epochs=cfg.epochs, total_steps=total,
                             loss_name=loss_name)
@@ -375,7 +392,8 @@ def fit(model: nn.Module, train_data: ImageDataset, test_data: ImageDataset | No
                 row.update(epoch_eval(model))
         state["history"].append(row)
         # no wall time here: the executed notebook keeps this line, and a rerun must write the same bytes
-        log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        log(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                            if k != "epoch" and not math.isnan(v)))
         state.update(epoch=epoch + 1, step_in_epoch=0, sums=[0.0, 0, 0], terms={})
         save_checkpoint()
     return state["history"]

@@ -377,3 +377,25 @@ def test_every_metrics_file_records_seed_profile_and_versions(tmp_path):
         ev = json.loads((out / "results" / "evaluate" / key / "metrics.json").read_text())
         assert ev["localisation"]["grid"]["seed"] == seed and ev["deletion"]["settings"]["seed"] == seed
     shutil.rmtree(tmp_path / "a")
+
+
+@pytest.mark.parametrize("every, tested", [(0, [3]), (1, [1, 2, 3]), (2, [2, 3])])
+def test_test_every_tests_the_chosen_epochs_and_always_the_last(small_data, every, tested):
+    """train.test_every: the test columns on every row, measured after every n-th epoch and the
+    last (0: the last only), and the same weights whatever the setting (testing draws no randomness)."""
+    import math
+    import pandas as pd
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.005, test_every=every)
+    model = new_model("std_cnn")
+    lines: list[str] = []
+    history = pd.DataFrame(fit(model, *small_data, cfg, progress=False, log=lines.append))
+    assert list(history.columns[:4]) == ["epoch", "train_loss", "train_accuracy", "lr"]
+    assert history.dropna(subset=["test_accuracy"])["epoch"].tolist() == tested
+    assert history["test_loss"].notna().tolist() == history["test_accuracy"].notna().tolist()
+    assert all(("test_accuracy" in line) == (i + 1 in tested) for i, line in enumerate(lines))
+    assert not any("nan" in line for line in lines)
+    reference = new_model("std_cnn")
+    fit(reference, *small_data, TrainConfig(epochs=3, batch_size=50, lr=0.005, test_every=1), progress=False,
+        log=lambda s: None)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert not math.isnan(history["test_accuracy"].iloc[-1])

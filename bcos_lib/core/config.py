@@ -123,6 +123,8 @@ class TrainConfig:
     loss: str = ranged("auto", choices=lambda: ("auto", *_losses()))   # auto (the model's default) | bce | ce
     checkpoint_every: int = ranged(100, ge=1)   # steps between resumable checkpoints
     eval_batch_size: int = ranged(1000, ge=1)
+    test_every: int = ranged(1, ge=0)   # the test set after every n-th epoch and always after the last (0: the
+                                        # last only; the other epochs' history.csv rows leave test_* empty)
     subset: int = ranged(0, ge=0)    # train on this many (seeded) training images only; 0 = all (short sweeps)
     epoch_metrics: list[str] = field(default_factory=list)  # registered metrics run on the test split after every
                                                             # epoch (history.csv columns <metric>_<summary key>)

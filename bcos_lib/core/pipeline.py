@@ -5,7 +5,7 @@ function of its module in ``bcos_lib.stages``; this module holds what they share
 atomically (temporary file + rename) only after everything succeeded, so a failed
 stage never leaves a previous result half-overwritten.  Layout under the output root::
 
-    models/<key>.pt                          trained model (arch, kwargs, weights, metrics)
+    models/<key>.pt                          trained model (arch, kwargs, weights, metrics, test logits)
     checkpoints/<key>.ckpt                   resumable training state (deleted when done)
     results/train/<key>/{metrics.json, history.csv}
     results/explain/<key>/{explanations.pt, metrics.json}
@@ -30,6 +30,7 @@ from .registry import create_model
 from .utils import (UnsafeFileError, atomic_torch_save, atomic_write, keep_freed_memory, resolve_device, safe_torch_load, set_seed)
 
 __all__ = ["Run", "setup", "load_data", "save_model", "load_model", "load_trained", "ModelFileError", "model_path",
+           "images_fingerprint", "kept_test_logits",
            "model_keys", "write_csv", "save_figure"]
 
 MODEL_FORMAT = "bcos-companion/model-v1"
@@ -131,6 +132,30 @@ def load_model(path: str | os.PathLike, expect_arch: str | None = None, expect_k
                              f"({str(e).splitlines()[0]}); {hint}") from e
     model.checkpoint_info = {k: v for k, v in ck.items() if k != "state_dict"}
     return model.to(device).eval()
+
+
+def images_fingerprint(ds: ImageDataset) -> str:
+    """A hash of a dataset's images and labels, which tells whether logits kept with a model were
+    computed on these very images."""
+    import hashlib
+    h = hashlib.sha256()
+    h.update(str(tuple(ds.images.shape)).encode())
+    h.update(ds.images.detach().cpu().contiguous().numpy().tobytes())
+    h.update(ds.labels.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def kept_test_logits(model: nn.Module, ds: ImageDataset) -> torch.Tensor | None:
+    """The logits on ``ds`` that the train stage kept in the model file (its last pass over the
+    test set, :func:`bcos_lib.train.fit`'s ``on_test``), or None when the file has none or they were
+    computed on other images (another test subset or profile)."""
+    info = getattr(model, "checkpoint_info", None) or {}
+    logits = info.get("test_logits")
+    if not isinstance(logits, torch.Tensor) or logits.shape[:1] != (len(ds),):
+        return None
+    if info.get("test_images") != images_fingerprint(ds):
+        return None
+    return logits
 
 
 def load_trained(run: Run, key: str) -> nn.Module:

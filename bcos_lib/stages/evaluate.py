@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..core.contract import EvalContext
 from ..core.registry import get_metric
 from ..core.config import metric_options
-from ..core.pipeline import Run, load_data, load_trained, write_csv, write_timing
+from ..core.pipeline import Run, kept_test_logits, load_data, load_trained, write_csv, write_timing
 from ..core.utils import versions, write_json
 
 
@@ -31,8 +31,12 @@ def run(run: Run, key: str, log: Callable[[str], None] = print) -> dict[str, Any
     summary: dict[str, Any] = {"model": key, "seed": run.params.base.seed, "profile": run.params.base.profile,
                                "versions": versions()}
     tables, seconds = {}, {}
-    from ..metrics import shared_logits, test_predictions
+    from ..metrics import remember_logits, shared_logits, test_predictions
     with shared_logits():   # one pass over the test set for every metric's pool and the per-image predictions
+        kept = kept_test_logits(model, test_ds)
+        if kept is not None:   # the train stage's last pass, kept with the model: none here
+            remember_logits(model, test_ds.images, run.device, kept)
+            log("evaluate: the test set's logits from the model file (the train stage's last pass)")
         for metric, options in metrics:
             start = time.time()
             ctx = EvalContext(key=key, model=model, entry=run.params.model(key), test_data=test_ds, cfg=cfg,

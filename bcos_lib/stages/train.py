@@ -21,7 +21,8 @@ from ..core.data import subset
 from ..core.contract import EvalContext
 from ..core.registry import get_metric, method_of
 from ..core.config import method_options, metric_options
-from ..core.pipeline import Run, load_data, load_trained, model_path, save_model, write_csv, write_timing
+from ..core.pipeline import (Run, images_fingerprint, load_data, load_trained, model_path, save_model, write_csv,
+                             write_timing)
 from ..core.registry import create_model
 from ..train import config_fingerprint, fit, is_main_process
 from ..core.utils import set_seed, versions, write_json
@@ -127,10 +128,11 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
     ckpt = run.path("checkpoints", f"{key}.ckpt")
     log(f"training {key}: {entry.arch}({kwargs}) on {len(train_ds)} images, {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''}, device {run.device}")
     t0 = time.time()
+    tested: dict[int, Any] = {}   # the logits of the last pass over the test set, kept with the model
     history = fit(model, train_ds, test_ds, tcfg, seed=seed, device=run.device, checkpoint_path=ckpt,
                   fingerprint=fingerprint, checkpoint_name=f"checkpoints/{key}.ckpt", progress=progress, log=log,
-                  hooks=hooks,
-                  epoch_eval=epoch_eval)
+                  hooks=hooks, epoch_eval=epoch_eval,
+                  on_test=lambda epoch, logits: (tested.clear(), tested.update({epoch: logits})))
     seconds = time.time() - t0
     if not is_main_process():
         return {}   # rank 0 writes the outputs
@@ -141,7 +143,11 @@ def run(run: Run, key: str, progress: bool = True, log: Callable[[str], None] = 
                "n_train": len(train_ds), "n_test": len(test_ds), "seed": seed, "profile": p.base.profile,
                "n_parameters": sum(q.numel() for q in model.parameters()), "versions": versions()}
     model.cpu()
-    save_model(model, model_path(run, key), metrics=metrics)
+    # the evaluate stage reads these instead of another pass over the test set (absent when a resumed
+    # run had already tested its last epoch before it stopped)
+    keep = ({"test_logits": tested[tcfg.epochs], "test_images": images_fingerprint(test_ds)}
+            if tcfg.epochs in tested else {})
+    save_model(model, model_path(run, key), metrics=metrics, **keep)
     out = run.path("results", "train", key)
     write_csv(pd.DataFrame(history), out / "history.csv")
     write_json(metrics, out / "metrics.json")

@@ -34,6 +34,7 @@ class DensityOptions:
 def _density(ctx: EvalContext) -> MetricResult | None:
     from ...core.data import subset
     from .dissect import activation_density, activation_layers
+    from ...metrics import test_predictions
     from ...train import evaluate_accuracy
 
     model, opts = ctx.model, ctx.options or DensityOptions()
@@ -46,7 +47,9 @@ def _density(ctx: EvalContext) -> MetricResult | None:
     summary: dict[str, Any] = {"mean_density": float(hidden.mean()), "max_density": float(hidden.max()),
                                "last_density": float(hidden.iloc[-1]), "n_layers": len(table),
                                "competitors": int(table["competitors"].max()), "n_images": len(probe)}
-    summary["accuracy"] = evaluate_accuracy(model, ctx.test_data, "ce", opts.batch_size, ctx.device)["accuracy"]
+    # the deterministic-winner accuracy from the stage's shared pass over the test set (no pass of its own)
+    predicted = test_predictions(model, ctx.test_data, opts.batch_size, ctx.device)["predicted"].to_numpy()
+    summary["accuracy"] = 100.0 * float((predicted == ctx.test_data.labels.numpy()).mean()) if len(predicted) else 0.0
     if opts.stochastic_accuracy and lwta_layers(model):
         old = set_test_mode(model, "stochastic")
         torch.manual_seed(ctx.seed)
