@@ -74,8 +74,8 @@ dvc.yaml: setup
 
 # the unit tests in parallel, then every notebook in order under nbval (30_explain needs 20_train's models)
 test: data browser
-	$(BIN)/python -m pytest -n 2 tests
-	$(BIN)/python -m pytest -p no:xdist --nbval-lax notebooks
+	$(BIN)/python -m pytest -n 2 --durations=30 tests
+	$(BIN)/python -m pytest -p no:xdist --nbval-lax --durations=10 notebooks
 
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 tests -m "not slow"
