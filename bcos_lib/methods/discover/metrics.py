@@ -49,7 +49,8 @@ def _density(ctx: EvalContext) -> MetricResult | None:
                                "competitors": int(table["competitors"].max()), "n_images": len(probe)}
     # the deterministic-winner accuracy from the stage's shared pass over the test set (no pass of its own)
     predicted = test_predictions(model, ctx.test_data, opts.batch_size, ctx.device)["predicted"].to_numpy()
-    summary["accuracy"] = 100.0 * float((predicted == ctx.test_data.labels.numpy()).mean()) if len(predicted) else 0.0
+    correct = int((predicted == ctx.test_data.labels.numpy()).sum())
+    summary["accuracy"] = 100.0 * correct / len(predicted) if len(predicted) else 0.0   # as evaluate_accuracy
     if opts.stochastic_accuracy and lwta_layers(model):
         old = set_test_mode(model, "stochastic")
         torch.manual_seed(ctx.seed)
