@@ -87,7 +87,7 @@ def add_profile(name: str) -> Callable[[], str]:
 
 def truncated_data_file() -> str:
     from bcos_lib.core.data import FASHION_MNIST_FILES, DataError, verify_fashion_mnist
-    with scratch() as tmp:
+    with scratch():
         folder = Path("data/fashion-mnist")
         folder.mkdir(parents=True)
         for name, (_, size) in FASHION_MNIST_FILES.items():
