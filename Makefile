@@ -58,10 +58,13 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
+# with PROFILE, dvc.yaml is written again once the profile is set: a profile may train more seed replicas
+# (the gpu profile: three seeds of every model a claim rests on), which are outputs of their stages
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
 	$(BIN)/python scripts/repro_notice.py $(PROFILE) --confirm "$(CONFIRM)"
 	$(BIN)/python -m bcos_lib.core.config --set-profile $(PROFILE)
+	$(BIN)/python -m bcos_lib.dvcgen
 endif
 	$(BIN)/dvc repro
 

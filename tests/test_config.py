@@ -138,17 +138,19 @@ def test_config_command_prints_one_line(tmp_path):
 
 def test_make_repro_profile_sets_the_profile_before_dvc_repro():
     """What `make repro PROFILE=tiny` runs (make -n: nothing runs; -o data -o setup: not the set-up):
-    dvc.yaml regenerated, the profile set, then dvc repro."""
+    dvc.yaml regenerated, the profile set, dvc.yaml written again for it (a profile may train more seed
+    replicas), then dvc repro."""
     def commands(*args: str) -> list[str]:
         p = make(["-n", "-o", "data", "-o", "setup", "repro", *args], project_root(), check=True)
         return p.stdout.strip().splitlines()
 
     with_profile = commands("PROFILE=tiny")
-    assert len(with_profile) == 4, with_profile
+    assert len(with_profile) == 5, with_profile
     assert with_profile[0].endswith("/python -m bcos_lib.dvcgen"), with_profile
     assert with_profile[1].endswith('/python scripts/repro_notice.py tiny --confirm ""'), with_profile
     assert with_profile[2].endswith("/python -m bcos_lib.core.config --set-profile tiny"), with_profile
-    assert with_profile[3].endswith("/dvc repro"), with_profile
+    assert with_profile[3].endswith("/python -m bcos_lib.dvcgen"), with_profile
+    assert with_profile[4].endswith("/dvc repro"), with_profile
     without = commands()
     assert len(without) == 2 and without[1].endswith("/dvc repro"), without
 
