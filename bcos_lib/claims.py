@@ -49,7 +49,7 @@ from .core.contract import ModelResult
 
 __all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas", "current_checks", "retrained_since",
            "Estimate", "seed_estimate", "combine_seeds", "verdict", "under_trained", "unchecked", "evaluate_claim", "ledger",
-           "claims_table", "LEVEL", "N_RESAMPLES"]
+           "claims_table", "LEVEL", "N_RESAMPLES", "SAME_SETTINGS_POINTS"]
 
 LEVEL = 0.95
 N_RESAMPLES = 2000
@@ -372,24 +372,45 @@ def under_trained(r: ModelResult, convergence: Mapping[str, Any],
     return None
 
 
-def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = 0.005) -> bool:
-    """True when model ``r`` has another test accuracy now than the ``accuracy`` a measurement
-    recorded of it: it was retrained since, so the measurement describes an earlier model."""
+#: how far (in points of test accuracy) a model retrained with the same settings may land from the one a
+#: measurement was made of and still be that model: the same settings on another CPU (another order of
+#: floating-point sums) moved the pipeline's 36 models by 0.0–0.4 points (median 0.08); beyond 1 point the code that
+#: trains it changed, and the measurement describes another model
+SAME_SETTINGS_POINTS = 1.0
+
+
+def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = 0.005, recorded: str | None = None,
+                    fingerprint: str | None = None) -> bool:
+    """True when a measurement that recorded ``accuracy`` of model ``r`` describes an earlier model.
+
+    With the settings fingerprints of both (``recorded``, the measurement's; ``fingerprint``, the
+    model's now: :func:`bcos_lib.settings.training_fingerprint`): when they differ, or when the
+    accuracy now is more than :data:`SAME_SETTINGS_POINTS` away.  Without them (an older
+    measurement): when the accuracy now differs by more than ``tolerance`` — which a retraining of
+    the same settings on another machine does too."""
     now = (r.train or {}).get("test_accuracy") if r is not None else None
-    return now is not None and abs(float(now) - float(accuracy)) > tolerance
+    if now is None:
+        return False
+    if recorded and fingerprint:
+        return recorded != fingerprint or abs(float(now) - float(accuracy)) > SAME_SETTINGS_POINTS
+    return abs(float(now) - float(accuracy)) > tolerance
 
 
 def current_checks(convergence: Mapping[str, Any], results: Mapping[str, ModelResult],
+                   fingerprints: Mapping[str, str | None] | None = None,
                    tolerance: float = 0.005) -> tuple[dict[str, Any], list[str]]:
     """The under-training checks that still describe the trained models, and the keys of those
-    that do not.  A check records the accuracy its model had when it was measured; when the model's
-    accuracy now (``results/train/<key>/metrics.json``) is another, its training changed since (its
-    settings, its data or the code that trains it), so the check is of an earlier model: it is left
-    out, and the ledger treats the model as not checked until ``scripts/convergence.py`` measures it
-    again.  Models without results are kept as they are."""
+    that do not.  A check records the accuracy its model had when it was measured and the settings
+    fingerprint it was trained with (``settings``); ``fingerprints`` are the models' fingerprints now.
+    When the settings differ, or the same settings gave an accuracy more than
+    :data:`SAME_SETTINGS_POINTS` away (the code that trains it changed), the check is of an earlier
+    model: it is left out, and the ledger treats the model as not checked until
+    ``scripts/convergence.py`` measures it again (see :func:`retrained_since`).  The same settings
+    trained on another machine keep their check.  Models without results are kept as they are."""
     kept, stale = {}, []
     for key, c in convergence.items():
-        if retrained_since(results.get(key), c["accuracy"], tolerance):
+        if retrained_since(results.get(key), c["accuracy"], tolerance, c.get("settings"),
+                           (fingerprints or {}).get(key)):
             stale.append(key)
         else:
             kept[key] = c

@@ -336,8 +336,10 @@ def render(root: Path | None = None, params_path: Path | None = None) -> str:
     }
     stages["claims"] = {
         "cmd": "python -m bcos_lib.stages.claims",
-        "deps": [settings_path("claims"), "results/train", "results/evaluate", "results/convergence.json",
-                 "results/fidelity.json",
+        # the models' training settings: the under-training checks and fidelity measurements record what trained
+        # the model they measured (bcos_lib.settings.training_fingerprint)
+        "deps": [settings_path("claims"), *(settings_path("train", k) for k in shown), "results/train",
+                 "results/evaluate", "results/convergence.json", "results/fidelity.json",
                  *_compress(code_closure([f"{PACKAGE}.stages.claims", *_all_sides(("claims",))], root), root)],
         "outs": [_persist("results/claims.md", cache=False)],
         "metrics": [_persist("results/claims.json", cache=False), _persist("results/summary.json", cache=False)],

@@ -33,7 +33,7 @@ from typing import Any
 from .core.config import ConfigError, Params, load_params
 from .core.paths import display_path, project_root
 
-__all__ = ["stage_settings", "write_settings", "settings_path", "main", "FOLDER"]
+__all__ = ["stage_settings", "write_settings", "settings_path", "training_fingerprint", "main", "FOLDER"]
 
 FOLDER = "results/settings"
 
@@ -81,6 +81,26 @@ def stage_settings(p: Params) -> dict[str, dict[str, Any]]:
 def settings_path(stage: str, key: str | None = None) -> str:
     """The settings file of ``stage`` (and model ``key``), relative to the project root."""
     return f"{FOLDER}/{stage}/{key}.json" if key else f"{FOLDER}/{stage}.json"
+
+
+def training_fingerprint(key: str, folder: Path) -> str | None:
+    """A short hash of what trains model ``key``: its ``train/<key>.json`` under ``folder`` (the
+    settings folder of a run) and those of the models it starts from (``init_from``, in turn).
+    Two trainings with the same fingerprint differ only by the machine (floating-point order) or by
+    code; a measurement of a model (the under-training check, a fidelity option) records it, so that
+    the claims ledger can tell a model retrained with other settings from the same one trained
+    elsewhere.  None when a settings file is missing."""
+    import hashlib
+    chain, seen = [], set()
+    while key and key not in seen:
+        path = folder / "train" / f"{key}.json"
+        if not path.is_file():
+            return None
+        settings = json.loads(path.read_text())
+        chain.append(settings)
+        seen.add(key)
+        key = (settings.get("model") or {}).get("init_from") or ""
+    return hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _text(settings: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ def claim_models() -> list[str]:
 def check(key: str, factor: int, out: Path) -> dict:
     from bcos_lib.core.config import load_params
     from bcos_lib.core.pipeline import Run, resolve_device
+    from bcos_lib.settings import FOLDER, training_fingerprint
     from bcos_lib.stages import train
 
     params = load_params()
@@ -57,7 +58,7 @@ def check(key: str, factor: int, out: Path) -> dict:
     long = train.run(Run(params, out, resolve_device(params.base.device)), key, progress=False, log=lambda _: None)
     return {"epochs": epochs, "accuracy": float(short["test_accuracy"]), "long_epochs": epochs * factor,
             "long_accuracy": float(long["test_accuracy"]), "seconds": round(time.time() - t0),
-            "measured": dt.date.today().isoformat()}
+            "settings": training_fingerprint(key, ROOT / FOLDER), "measured": dt.date.today().isoformat()}
 
 
 def main(argv: list[str] | None = None) -> int:

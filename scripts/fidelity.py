@@ -79,6 +79,7 @@ def measure(name: str, variant: Variant, out: Path, log: Callable[[str], None] =
     import torch
 
     from bcos_lib.core.members import side_by_side
+    from bcos_lib.settings import FOLDER, training_fingerprint
     threads = torch.get_num_threads()
     if side_by_side(run, variant.key):   # as the pipeline trains and evaluates a seeded model: one thread
         torch.set_num_threads(1)
@@ -95,6 +96,8 @@ def measure(name: str, variant: Variant, out: Path, log: Callable[[str], None] =
             "pipeline": {"options": {k: getattr(ours, k) for k in variant.options},
                          "test_accuracy": float(pipeline_train["test_accuracy"]),
                          **{k: _get(pipeline_eval, p) for k, p in variant.read.items()}},
+            # what trained the pipeline's model: the ledger keeps this record for that model trained elsewhere
+            "settings": training_fingerprint(variant.key, ROOT / FOLDER),
             "seconds": round(time.time() - t0), "measured": dt.date.today().isoformat()}
 
 

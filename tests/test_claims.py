@@ -187,6 +187,47 @@ def test_a_check_of_an_earlier_training_is_not_used_and_is_named():
     assert "measures it again: `a`." in text and "| `b` | 4 | 90.00 |" in text and "| `a` |" not in text
 
 
+def test_a_check_follows_the_settings_it_was_measured_for_not_the_last_digit_of_the_accuracy():
+    """A check that recorded its model's settings fingerprint carries over to the same settings trained
+    on another machine (the accuracy a few tenths away: another order of floating-point sums), and
+    not to other settings, nor to the same settings more than a point away (the training code changed)."""
+    from bcos_lib.claims import SAME_SETTINGS_POINTS, current_checks
+    res = _paired_results(-0.1)                        # both models at 90.0 %
+    check = {"epochs": 4, "long_epochs": 12, "long_accuracy": 95.0, "settings": "f1"}
+    conv = {"a": {**check, "accuracy": 89.6}, "b": {**check, "accuracy": 90.0 + SAME_SETTINGS_POINTS + 0.1}}
+    kept, stale = current_checks(conv, res, {"a": "f1", "b": "f1"})
+    assert set(kept) == {"a"} and stale == ["b"]
+    kept, stale = current_checks(conv, res, {"a": "f2", "b": "f1"})     # a's settings changed since
+    assert kept == {} and stale == ["a", "b"]
+    kept, stale = current_checks(conv, res)                              # no fingerprint now: the accuracy alone
+    assert stale == ["a", "b"]
+    old = {"a": {k: v for k, v in conv["a"].items() if k != "settings"}}  # an older check: the accuracy alone
+    assert current_checks(old, res, {"a": "f1"})[1] == ["a"]
+    row = evaluate_claim(LOC, res, current_checks(conv, res, {"a": "f1", "b": "f1"})[0])
+    assert set(row["under_trained"]) == {"a"} and row["verdict"] == "under-trained"
+
+
+def test_the_training_fingerprint_covers_the_model_and_what_it_starts_from(tmp_path):
+    import json
+    from bcos_lib.settings import training_fingerprint
+
+    def write(key: str, epochs: int, init_from: str = "") -> None:
+        (tmp_path / "train").mkdir(exist_ok=True)
+        (tmp_path / "train" / f"{key}.json").write_text(json.dumps(
+            {"train": {"epochs": epochs}, "model": {"arch": "x", "init_from": init_from}}, indent=1))
+
+    write("parent", 4)
+    write("child", 2, init_from="parent")
+    first = training_fingerprint("child", tmp_path)
+    assert first and first == training_fingerprint("child", tmp_path)
+    (tmp_path / "train" / "child.json").write_text(json.dumps(   # the same settings, other formatting
+        {"model": {"init_from": "parent", "arch": "x"}, "train": {"epochs": 2}}))
+    assert training_fingerprint("child", tmp_path) == first
+    write("parent", 5)                                               # the model it starts from changed
+    assert training_fingerprint("child", tmp_path) not in (None, first)
+    assert training_fingerprint("nobody", tmp_path) is None
+
+
 def test_accuracy_claims_pair_the_test_images_when_predictions_were_kept():
     c = Claim("t.acc", "close", "p", "v", "accuracy", arms=(Arm("a"), Arm("b")), threshold=-1.0, unit="points")
     res = {"a": _result("a", acc=90.0, n_test=10000), "b": _result("b", acc=90.3, n_test=10000)}
@@ -280,6 +321,50 @@ def test_the_stage_writes_the_ledger_and_its_markdown(tmp_path, monkeypatch):
     text = (tmp_path / "results" / "claims.md").read_text()
     assert text.startswith("1 claim: 1 reproduced.") and "| a beats b | 0.9 vs 0.7 |" in text
     assert "Verdict: **reproduced**" in text and "Training length not checked for `b`" in text
+    assert "1 of them rest on one training seed" in text
+
+
+def test_the_ledger_says_how_many_claims_rest_on_one_training_seed():
+    from bcos_lib.stages.claims import ledger_text
+    three = ledger([("m", LOC)], _paired_results(0.1, seeds=3))
+    assert three["claims"][0]["seeds"] == 3 and "one training seed" not in ledger_text(three)
+    one = ledger([("m", LOC), ("m", Claim("t.two", "a beats b again", paper="P", paper_value="0.9 vs 0.7",
+                                          metric="paired_localisation", arms=(Arm("a", "own"), Arm("b", "gradcam"))))],
+                 _paired_results(0.1))
+    assert ledger_text(one).startswith("2 claims: 2 reproduced. Intervals are 95 % (bootstrap over the evaluation "
+                                       "samples within a training seed, combined across seeds; docs/claims.md says "
+                                       "how). 2 of them rest on one training seed (1 in the seeds column)")
+
+
+def test_the_gpu_profile_trains_three_seeds_of_every_model_a_claim_rests_on(tmp_path):
+    """The CPU default trains three seeds of the B-cos, DISCOVER and CSG comparisons only; the gpu
+    profile gives every model a claim rests on three, and its dvc.yaml lists their replicas' outputs."""
+    import importlib.util
+
+    import yaml
+    from bcos_lib.core.config import load_params, set_profile
+    from bcos_lib.core.paths import project_root
+    from bcos_lib.dvcgen import render
+    spec = importlib.util.spec_from_file_location("convergence", project_root() / "scripts" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    keys = conv.claim_models()
+    gpu, default = load_params(None, "gpu"), load_params(None, "default")
+    for key in keys:
+        seeds = gpu.models[key].seeds
+        assert len(seeds) >= 3 and all(f"{key}_s{s}" in gpu.models for s in seeds if s != gpu.base.seed), key
+    single = [k for k in keys if not default.models[k].seeds]
+    assert single, "every claim's models have seeds in the default profile too: drop this test's second half"
+    path = tmp_path / "params.yaml"
+    path.write_text((project_root() / "params.yaml").read_text())
+    set_profile(path, "gpu")
+    stages = yaml.safe_load(render(project_root(), path))["stages"]
+    committed = yaml.safe_load((project_root() / "dvc.yaml").read_text())["stages"]
+    for key in single:
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages[f"train-{key}"]["outs"]]
+        before = [next(iter(o)) if isinstance(o, dict) else o for o in committed[f"train-{key}"]["outs"]]
+        assert f"models/{key}_s1.pt" in outs and f"models/{key}_s2.pt" in outs, (key, outs)
+        assert f"models/{key}_s1.pt" not in before, key
 
 
 def test_the_summary_is_the_headline_claims_estimate_and_lower_bound(tmp_path, monkeypatch):
@@ -338,3 +423,20 @@ def test_the_fidelity_block_sets_the_official_choice_beside_ours_and_flags_an_ea
     assert "| `a` | `input_norm` fold → layer (normalised in front) | 90.00 → 88.50 | loc 0.700 → 0.650 |" in text
     assert "to be measured again: `b` (v2)." in text and "| `b` |" not in text
     assert fidelity_text({}, res) == ""
+    # the same settings trained on another machine: kept, with the pipeline model's accuracy now
+    fid["v1"]["pipeline"]["test_accuracy"] = 89.7
+    fid["v1"]["settings"] = fid["v2"]["settings"] = "f"
+    text = fidelity_text(fid, res, {"a": "f", "b": "f"})
+    assert "| `a` | `input_norm` fold → layer (normalised in front) | 89.70 → 88.50 |" in text
+    assert "trained with the same settings on another, now has: `a` 89.70 → 90.00 %." in text
+    assert "`b` (v2)." in text    # 20 points away with the same settings: the training code changed
+
+
+def test_the_training_length_names_the_checks_made_on_another_machine():
+    from bcos_lib.stages.claims import training_length_text
+    conv = {"a": {"epochs": 4, "accuracy": 89.8, "long_epochs": 12, "long_accuracy": 92.0},
+            "b": {"epochs": 4, "accuracy": 90.0, "long_epochs": 12, "long_accuracy": 90.5}}
+    text = training_length_text(conv, ["a", "b"], [], {"a": 90.0, "b": 90.0})
+    assert "whose accuracy the pipeline's model now differs from: `a` 89.80 → 90.00 %." in text
+    assert "| `a` | 4 | 89.80 | 12 | 92.00 | +2.20 (under-trained) |" in text
+    assert "another machine" not in training_length_text(conv, ["a", "b"], [], {"a": 89.8, "b": 90.0})

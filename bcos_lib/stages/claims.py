@@ -86,10 +86,19 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
-def training_length_text(convergence: Mapping[str, Any], models: list[str], stale: list[str] | None = None) -> str:
+def _moved(checked: Mapping[str, float], now: Mapping[str, float] | None) -> list[str]:
+    """``model before → now`` for the models whose test accuracy now is not the one a measurement recorded."""
+    return [f"`{k}` {a:.2f} → {now[k]:.2f} %" for k, a in checked.items()
+            if now and now.get(k) is not None and abs(float(now[k]) - float(a)) > 0.005]
+
+
+def training_length_text(convergence: Mapping[str, Any], models: list[str], stale: list[str] | None = None,
+                         now: Mapping[str, float] | None = None) -> str:
     """The under-training check of every model a claim rests on, as a paragraph and a table:
     its accuracy after the pipeline's epochs and after three times as many (results/convergence.json).
-    ``stale``: models whose check measured an earlier training (see :func:`bcos_lib.claims.current_checks`)."""
+    ``stale``: models whose check measured an earlier training (see :func:`bcos_lib.claims.current_checks`);
+    ``now``: the models' test accuracies now, to name those checked on a training of the same settings
+    elsewhere (another machine)."""
     stale = [k for k in models if k in (stale or [])]
     rows = [(k, convergence[k]) for k in models if k in convergence]
     missing = [k for k in models if k not in convergence and k not in stale]
@@ -101,6 +110,10 @@ def training_length_text(convergence: Mapping[str, Any], models: list[str], stal
                  "measures it again: " + ", ".join(f"`{k}`" for k in stale) + ".")
     if missing:
         text += " Not measured: " + ", ".join(f"`{k}`" for k in missing) + "."
+    moved = _moved({k: float(c["accuracy"]) for k, c in rows}, now)
+    if moved:
+        text += (" Measured on a training with the same settings on another machine (the order of floating-point "
+                 "sums differs), whose accuracy the pipeline's model now differs from: " + "; ".join(moved) + ".")
     if not rows:
         return text + "\n"
     lines = ["| model | epochs | accuracy (%) | epochs × 3 | accuracy (%) | gain (points) |", "|---|---|---|---|---|---|"]
@@ -115,20 +128,24 @@ def training_length_text(convergence: Mapping[str, Any], models: list[str], stal
 FIDELITY = "**Fidelity options.**"
 
 
-def fidelity_text(fidelity: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+def fidelity_text(fidelity: Mapping[str, Any], results: Mapping[str, Any],
+                  fingerprints: Mapping[str, str | None] | None = None) -> str:
     """Where the companion departs from a paper's official code, what the official choice changes
     (results/fidelity.json, written by ``scripts/fidelity.py``): the model trained again with the
     option set as the official code does, beside the pipeline's model.  A measurement whose
-    pipeline model has another accuracy now (it was retrained since) is listed as to be measured again."""
+    pipeline model was retrained since (other settings, or the same ones more than a point away:
+    :func:`bcos_lib.claims.retrained_since`) is listed as to be measured again."""
     if not fidelity:
         return ""
     lines = ["| model | option: ours → the official code's | accuracy (%) | other numbers |", "|---|---|---|---|"]
-    stale = []
+    stale, checked = [], {}
     for name, f in sorted(fidelity.items()):
-        if retrained_since(results.get(f["model"]), f["pipeline"]["test_accuracy"]):
+        if retrained_since(results.get(f["model"]), f["pipeline"]["test_accuracy"], recorded=f.get("settings"),
+                           fingerprint=(fingerprints or {}).get(f["model"])):
             stale.append(f"`{f['model']}` ({name})")
             continue
         ours, theirs = f["pipeline"], f["variant"]
+        checked[f["model"]] = float(ours["test_accuracy"])
         opts = "; ".join(f"`{k}` {ours['options'].get(k)} → {v}" for k, v in f["options"].items())
         other = "; ".join(f"{k} {ours[k]:.3f} → {theirs[k]:.3f}" for k in theirs
                           if k != "test_accuracy" and theirs.get(k) is not None and ours.get(k) is not None)
@@ -137,39 +154,52 @@ def fidelity_text(fidelity: Mapping[str, Any], results: Mapping[str, Any]) -> st
     text = (f"{FIDELITY} Each model trained again with one option set as the paper's official code does it "
             "(`scripts/fidelity.py`: the same seed, data and epochs), beside the pipeline's model; the ledger's "
             "verdicts rest on the pipeline's models.")
+    moved = _moved(checked, {k: (r.train or {}).get("test_accuracy") for k, r in results.items() if r is not None})
+    if moved:
+        text += (" Both sides were measured on one machine; the pipeline's model, trained with the same settings "
+                 "on another, now has: " + "; ".join(moved) + ".")
     if stale:
         text += " Measured for an earlier training, to be measured again: " + ", ".join(stale) + "."
     return text + ("\n\n" + "\n".join(lines) if len(lines) > 2 else "") + "\n"
 
 
 def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None = None,
-                stale: list[str] | None = None) -> str:
+                stale: list[str] | None = None, now: Mapping[str, float] | None = None) -> str:
     """The markdown of results/claims.md: the table, one paragraph per claim, then (with
     ``convergence``) the training-length table of the models the claims rest on."""
     counts = ", ".join(f"{data[k]} {k.replace('under_', 'under-').replace('_', ' ')}" for k in
                        ("reproduced", "not_reproduced", "inconclusive", "under_trained", "not_run") if data.get(k))
     n = len(data["claims"])
     head = (f"{n} claim{'s' if n != 1 else ''}: {counts}. Intervals are 95 % (bootstrap over the evaluation "
-            "samples within a training seed, combined across seeds; docs/claims.md says how).\n\n")
+            "samples within a training seed, combined across seeds; docs/claims.md says how).")
+    single = [r for r in data["claims"] if r.get("seeds") == 1]
+    if single:
+        head += (f" {len(single)} of them rest on one training seed (1 in the seeds column): their intervals cover "
+                 "the evaluation samples, not the variation from one training run to the next.")
+    head += "\n\n"
     text = head + claims_table(data) + "\n" + "\n".join(_paragraph(r) for r in data["claims"]) + "\n"
     if convergence is not None:
         models = list(dict.fromkeys(k for r in data["claims"] for k in r.get("models", [])))
-        text += "\n" + training_length_text(convergence, models, stale)
+        text += "\n" + training_length_text(convergence, models, stale, now)
     return text
 
 
 def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Path]:
     """Compute the ledger of ``results`` (model key → ModelResult) and write its two files under ``root``."""
+    from ..settings import FOLDER, training_fingerprint
+    fingerprints = {key: training_fingerprint(key, root / FOLDER) for key in results}
     conv_file = root / "results" / "convergence.json"
-    convergence, stale = current_checks(json.loads(conv_file.read_text()) if conv_file.is_file() else {}, results)
+    convergence, stale = current_checks(json.loads(conv_file.read_text()) if conv_file.is_file() else {}, results,
+                                        fingerprints)
     fid_file = root / "results" / "fidelity.json"
-    fidelity = fidelity_text(json.loads(fid_file.read_text()) if fid_file.is_file() else {}, results)
+    fidelity = fidelity_text(json.loads(fid_file.read_text()) if fid_file.is_file() else {}, results, fingerprints)
     data = ledger(all_claims(), results, convergence)
+    now = {k: r.train["test_accuracy"] for k, r in results.items() if r.train and "test_accuracy" in r.train}
     text = json.dumps(data, indent=1, default=float) + "\n"
     out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
            "claims.md": atomic_write(root / "results" / "claims.md",
                                      lambda tmp: Path(tmp).write_text(
-                                         ledger_text(data, convergence, stale) + ("\n" + fidelity if fidelity else ""))),
+                                         ledger_text(data, convergence, stale, now) + ("\n" + fidelity if fidelity else ""))),
            "summary.json": atomic_write(root / "results" / "summary.json", lambda tmp: Path(tmp).write_text(
                json.dumps(summary(data), indent=2) + "\n"))}
     log(f"claims: {len(data['claims'])} claims — " + ", ".join(
