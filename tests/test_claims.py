@@ -255,6 +255,49 @@ def test_a_trend_claim_orders_its_group_by_the_keyword():
     assert row["models"] == ["m2.5", "m1.0", "m2.0", "m1.5"]
 
 
+def test_a_trend_over_seeded_models_is_one_slope_per_seed_combined():
+    """The gpu profile trains three seeds of the B sweep: the trend is fitted within each seed (the
+    replicas of every B), and the seeds' slopes are combined."""
+    c = Claim("t.b", "rises with b", "p", "v", "paired_localisation", test="trend", group="g", by="b",
+              arms=(Arm("", "own"),))
+    rng = np.random.default_rng(5)
+    res = {}
+    for s, slope in enumerate((0.08, 0.10, 0.12)):
+        for b in (1.0, 1.5, 2.0, 2.5):
+            key = f"m{b}" if s == 0 else f"m{b}_s{s}"
+            res[key] = _result(key, {"own": 0.2 + slope * b + rng.normal(0, 0.01, 50)}, group="g",
+                               replica_of="" if s == 0 else f"m{b}", b=b)
+    row = evaluate_claim(c, res)
+    assert row["models"] == ["m1.0", "m1.5", "m2.0", "m2.5"] and row["seeds"] == 3
+    assert row["seed_estimates"] == pytest.approx([0.08, 0.10, 0.12], abs=0.01)
+    assert row["estimate"] == pytest.approx(0.10, abs=0.005) and row["verdict"] == "reproduced"
+    one = evaluate_claim(c, {k: r for k, r in res.items() if not r.entry.replica_of})
+    assert one["seeds"] == 1 and one["ci_high"] - one["ci_low"] < row["ci_high"] - row["ci_low"]
+
+
+def test_the_epochs_ratio_pairs_each_seed_with_its_from_scratch_partner():
+    """The B-cosification cost (epochs to the from-scratch accuracy, scratch ÷ converted) over three
+    seeds (the gpu profile): each seed's converted model against the from-scratch model of its seed,
+    and with three ratios an interval, which one seed cannot give."""
+    import dataclasses
+    import bcos_lib.methods.bcosification.claims as bc
+    claim = next(c for c in bc.CLAIMS if c.id == "bcosification.cost")
+    res = {}
+    for s, (scratch_final, fast) in enumerate(((88.0, 86.0), (88.5, 86.5), (87.5, 85.0))):
+        sfx = "" if s == 0 else f"_s{s}"
+        scratch = pd.DataFrame({"epoch": range(1, 9), "test_accuracy": np.linspace(60.0, scratch_final, 8)})
+        conv = pd.DataFrame({"epoch": range(1, 5), "test_accuracy": [fast, scratch_final + 0.5, 89.0, 89.5]})
+        for key, hist in (("bcosified_cnn", conv), ("bcos_cnn_scratch", scratch)):
+            r = _result(key + sfx, replica_of="" if s == 0 else key)
+            res[key + sfx] = dataclasses.replace(r, history=hist)
+    row = evaluate_claim(claim, res)
+    assert row["seeds"] == 3 and row["ci_low"] is not None and row["ci_low"] < row["estimate"] < row["ci_high"]
+    # seed 0: the scratch model reaches 88.0 after 8 epochs; the converted one between epoch 1 (86.0) and 2 (88.5)
+    assert row["seed_estimates"][0] == pytest.approx(8 / (1 + 2.0 / 2.5))
+    one = evaluate_claim(claim, {k: r for k, r in res.items() if not r.entry.replica_of})
+    assert one["seeds"] == 1 and one["ci_low"] is None and one["verdict"] == "inconclusive"
+
+
 def test_the_ledger_counts_verdicts_and_the_table_has_one_row_per_claim():
     res = _paired_results(0.1)
     other = Claim("t.neg", "b beats a", "P", "x", "paired_localisation", arms=(Arm("b", "gradcam"), Arm("a", "own")))
