@@ -153,7 +153,8 @@ def test_the_training_loop_reruns_every_training_and_no_plain_evaluation(scratch
 
 def test_params_of_one_model_rerun_that_model_only(scratch, models):
     """An edit of params.yaml first reruns the settings stage (a few seconds); its files then change
-    for the edited model's training alone."""
+    for the edited model's training alone (and the claims ledger, which matches its under-training
+    checks to the settings a model was trained with: it reruns after that training anyway)."""
     key = next(k for k, m in models.items() if m == "CoDA" and k != "coda_net")
     params = scratch / "params.yaml"
     before = params.read_text()
@@ -166,7 +167,7 @@ def test_params_of_one_model_rerun_that_model_only(scratch, models):
         params.write_text(head + sep + edited + nl + tail)
         assert _stale(scratch) == {"settings"}
         _run([sys.executable, "-m", "bcos_lib.settings"], scratch)
-        assert _stale(scratch) == {"settings", f"train-{key}"}
+        assert _stale(scratch) == {"settings", f"train-{key}", "claims"}
     finally:
         params.write_text(before)
         _run([sys.executable, "-m", "bcos_lib.settings"], scratch)
