@@ -49,7 +49,7 @@ from .core.contract import ModelResult
 
 __all__ = ["Arm", "Claim", "Samples", "SourceContext", "ClaimError", "VERDICTS", "register_source", "samples_of", "replicas", "current_checks", "retrained_since",
            "Estimate", "seed_estimate", "combine_seeds", "verdict", "under_trained", "unchecked", "evaluate_claim", "ledger",
-           "claims_table", "LEVEL", "N_RESAMPLES", "SAME_SETTINGS_POINTS"]
+           "claims_table", "LEVEL", "N_RESAMPLES", "SAME_ACCURACY_POINTS", "SAME_SETTINGS_POINTS"]
 
 LEVEL = 0.95
 N_RESAMPLES = 2000
@@ -372,6 +372,9 @@ def under_trained(r: ModelResult, convergence: Mapping[str, Any],
     return None
 
 
+#: a recorded test accuracy that is the model's now (metrics.json keeps two decimals)
+SAME_ACCURACY_POINTS = 0.005
+
 #: how far (in points of test accuracy) a model retrained with the same settings may land from the one a
 #: measurement was made of and still be that model: the same settings on another CPU (another order of
 #: floating-point sums) moved the pipeline's 36 models by 0.0–0.4 points (median 0.08); beyond 1 point the code that
@@ -379,7 +382,8 @@ def under_trained(r: ModelResult, convergence: Mapping[str, Any],
 SAME_SETTINGS_POINTS = 1.0
 
 
-def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = 0.005, recorded: str | None = None,
+def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = SAME_ACCURACY_POINTS,
+                    recorded: str | None = None,
                     fingerprint: str | None = None) -> bool:
     """True when a measurement that recorded ``accuracy`` of model ``r`` describes an earlier model.
 
@@ -398,7 +402,7 @@ def retrained_since(r: ModelResult | None, accuracy: float, tolerance: float = 0
 
 def current_checks(convergence: Mapping[str, Any], results: Mapping[str, ModelResult],
                    fingerprints: Mapping[str, str | None] | None = None,
-                   tolerance: float = 0.005) -> tuple[dict[str, Any], list[str]]:
+                   tolerance: float = SAME_ACCURACY_POINTS) -> tuple[dict[str, Any], list[str]]:
     """The under-training checks that still describe the trained models, and the keys of those
     that do not.  A check records the accuracy its model had when it was measured and the settings
     fingerprint it was trained with (``settings``); ``fingerprints`` are the models' fingerprints now.

@@ -337,14 +337,19 @@ def test_the_papers_numbers_of_the_claims_are_the_methods_paper_numbers():
             assert round(float(n), 4) in fixed, (c.id, n)
 
 
-def test_the_convergence_check_covers_every_model_a_claim_rests_on():
+def _claim_models() -> list[str]:
+    """Every model a declared claim rests on, as ``scripts/convergence.py`` lists them."""
     import importlib.util
-    from bcos_lib.core.config import load_params
     from bcos_lib.core.paths import project_root
     spec = importlib.util.spec_from_file_location("convergence", project_root() / "scripts" / "convergence.py")
     conv = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conv)
-    keys = conv.claim_models()
+    return conv.claim_models()
+
+
+def test_the_convergence_check_covers_every_model_a_claim_rests_on():
+    from bcos_lib.core.config import load_params
+    keys = _claim_models()
     params = load_params()
     assert set(keys) <= set(params.models) and not any(params.models[k].replica_of for k in keys)
     assert {"bcos_cnn", "std_cnn", "bcos_b1", "bcos_b2_5", "bcosified_cnn", "bcos_cnn_scratch", "coda_t10",
@@ -382,16 +387,11 @@ def test_the_ledger_says_how_many_claims_rest_on_one_training_seed():
 def test_the_gpu_profile_trains_three_seeds_of_every_model_a_claim_rests_on(tmp_path):
     """The CPU default trains three seeds of the B-cos, DISCOVER and CSG comparisons only; the gpu
     profile gives every model a claim rests on three, and its dvc.yaml lists their replicas' outputs."""
-    import importlib.util
-
     import yaml
     from bcos_lib.core.config import load_params, set_profile
     from bcos_lib.core.paths import project_root
     from bcos_lib.dvcgen import render
-    spec = importlib.util.spec_from_file_location("convergence", project_root() / "scripts" / "convergence.py")
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
-    keys = conv.claim_models()
+    keys = _claim_models()
     gpu, default = load_params(None, "gpu"), load_params(None, "default")
     for key in keys:
         seeds = gpu.models[key].seeds
@@ -403,10 +403,12 @@ def test_the_gpu_profile_trains_three_seeds_of_every_model_a_claim_rests_on(tmp_
     set_profile(path, "gpu")
     stages = yaml.safe_load(render(project_root(), path))["stages"]
     committed = yaml.safe_load((project_root() / "dvc.yaml").read_text())["stages"]
+    def outs(stage: dict) -> list[str]:
+        return [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+
     for key in single:
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages[f"train-{key}"]["outs"]]
-        before = [next(iter(o)) if isinstance(o, dict) else o for o in committed[f"train-{key}"]["outs"]]
-        assert f"models/{key}_s1.pt" in outs and f"models/{key}_s2.pt" in outs, (key, outs)
+        outs_gpu, before = outs(stages[f"train-{key}"]), outs(committed[f"train-{key}"])
+        assert f"models/{key}_s1.pt" in outs_gpu and f"models/{key}_s2.pt" in outs_gpu, (key, outs_gpu)
         assert f"models/{key}_s1.pt" not in before, key
 
 

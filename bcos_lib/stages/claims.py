@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..claims import UNDER_TRAINED_POINTS, claims_table, current_checks, ledger, retrained_since
+from ..claims import (SAME_ACCURACY_POINTS, UNDER_TRAINED_POINTS, claims_table, current_checks, ledger,
+                      retrained_since)
 from ..core.registry import list_methods
 from ..core.utils import atomic_write
 from ..readme import TRAINING_LENGTH   # how the README finds the block it copies
@@ -86,10 +87,16 @@ def _paragraph(r: Mapping[str, Any]) -> str:
     return text
 
 
+def _accuracies(results: Mapping[str, Any]) -> dict[str, float]:
+    """Each model's test accuracy now (``results/train/<key>/metrics.json``)."""
+    return {k: r.train["test_accuracy"] for k, r in results.items()
+            if r is not None and r.train and "test_accuracy" in r.train}
+
+
 def _moved(checked: Mapping[str, float], now: Mapping[str, float] | None) -> list[str]:
     """``model before → now`` for the models whose test accuracy now is not the one a measurement recorded."""
     return [f"`{k}` {a:.2f} → {now[k]:.2f} %" for k, a in checked.items()
-            if now and now.get(k) is not None and abs(float(now[k]) - float(a)) > 0.005]
+            if now and now.get(k) is not None and abs(float(now[k]) - float(a)) > SAME_ACCURACY_POINTS]
 
 
 def training_length_text(convergence: Mapping[str, Any], models: list[str], stale: list[str] | None = None,
@@ -154,7 +161,7 @@ def fidelity_text(fidelity: Mapping[str, Any], results: Mapping[str, Any],
     text = (f"{FIDELITY} Each model trained again with one option set as the paper's official code does it "
             "(`scripts/fidelity.py`: the same seed, data and epochs), beside the pipeline's model; the ledger's "
             "verdicts rest on the pipeline's models.")
-    moved = _moved(checked, {k: (r.train or {}).get("test_accuracy") for k, r in results.items() if r is not None})
+    moved = _moved(checked, _accuracies(results))
     if moved:
         text += (" Both sides were measured on one machine; the pipeline's model, trained with the same settings "
                  "on another, now has: " + "; ".join(moved) + ".")
@@ -187,19 +194,22 @@ def ledger_text(data: Mapping[str, Any], convergence: Mapping[str, Any] | None =
 def run(root: Path, results: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Path]:
     """Compute the ledger of ``results`` (model key → ModelResult) and write its two files under ``root``."""
     from ..settings import FOLDER, training_fingerprint
-    fingerprints = {key: training_fingerprint(key, root / FOLDER) for key in results}
+    # the seed replicas' checks are their model's (under_trained), so only the models have fingerprints, as
+    # only their settings files are the stage's dependencies (dvcgen)
+    fingerprints = {key: training_fingerprint(key, root / FOLDER) for key, r in results.items()
+                    if not r.entry.replica_of}
     conv_file = root / "results" / "convergence.json"
     convergence, stale = current_checks(json.loads(conv_file.read_text()) if conv_file.is_file() else {}, results,
                                         fingerprints)
     fid_file = root / "results" / "fidelity.json"
     fidelity = fidelity_text(json.loads(fid_file.read_text()) if fid_file.is_file() else {}, results, fingerprints)
     data = ledger(all_claims(), results, convergence)
-    now = {k: r.train["test_accuracy"] for k, r in results.items() if r.train and "test_accuracy" in r.train}
     text = json.dumps(data, indent=1, default=float) + "\n"
     out = {"claims.json": atomic_write(root / "results" / "claims.json", lambda tmp: Path(tmp).write_text(text)),
            "claims.md": atomic_write(root / "results" / "claims.md",
                                      lambda tmp: Path(tmp).write_text(
-                                         ledger_text(data, convergence, stale, now) + ("\n" + fidelity if fidelity else ""))),
+                                         ledger_text(data, convergence, stale, _accuracies(results))
+                                         + ("\n" + fidelity if fidelity else ""))),
            "summary.json": atomic_write(root / "results" / "summary.json", lambda tmp: Path(tmp).write_text(
                json.dumps(summary(data), indent=2) + "\n"))}
     log(f"claims: {len(data['claims'])} claims — " + ", ".join(
