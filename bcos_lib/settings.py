@@ -83,9 +83,15 @@ def settings_path(stage: str, key: str | None = None) -> str:
     return f"{FOLDER}/{stage}/{key}.json" if key else f"{FOLDER}/{stage}.json"
 
 
+#: train settings that decide how often and in what batches the test set is scored, not the weights
+#: (testing draws no random numbers and changes no parameter): left out of the training fingerprint
+NOT_WEIGHTS = ("eval_batch_size", "test_every", "checkpoint_every")
+
+
 def training_fingerprint(key: str, folder: Path) -> str | None:
     """A short hash of what trains model ``key``: its ``train/<key>.json`` under ``folder`` (the
-    settings folder of a run) and those of the models it starts from (``init_from``, in turn).
+    settings folder of a run) and those of the models it starts from (``init_from``, in turn),
+    without the settings of :data:`NOT_WEIGHTS`.
     Two trainings with the same fingerprint differ only by the machine (floating-point order) or by
     code; a measurement of a model (the under-training check, a fidelity option) records it, so that
     the claims ledger can tell a model retrained with other settings from the same one trained
@@ -97,6 +103,7 @@ def training_fingerprint(key: str, folder: Path) -> str | None:
         if not path.is_file():
             return None
         settings = json.loads(path.read_text())
+        settings["train"] = {k: v for k, v in (settings.get("train") or {}).items() if k not in NOT_WEIGHTS}
         chain.append(settings)
         seen.add(key)
         key = (settings.get("model") or {}).get("init_from") or ""

@@ -223,6 +223,10 @@ def test_the_training_fingerprint_covers_the_model_and_what_it_starts_from(tmp_p
     (tmp_path / "train" / "child.json").write_text(json.dumps(   # the same settings, other formatting
         {"model": {"init_from": "parent", "arch": "x"}, "train": {"epochs": 2}}))
     assert training_fingerprint("child", tmp_path) == first
+    settings = json.loads((tmp_path / "train" / "child.json").read_text())
+    settings["train"].update(eval_batch_size=64, test_every=1)    # how the test set is scored, not the weights
+    (tmp_path / "train" / "child.json").write_text(json.dumps(settings))
+    assert training_fingerprint("child", tmp_path) == first
     write("parent", 5)                                               # the model it starts from changed
     assert training_fingerprint("child", tmp_path) not in (None, first)
     assert training_fingerprint("nobody", tmp_path) is None
@@ -384,33 +388,40 @@ def test_the_ledger_says_how_many_claims_rest_on_one_training_seed():
                                        "how). 2 of them rest on one training seed (1 in the seeds column)")
 
 
-def test_the_gpu_profile_trains_three_seeds_of_every_model_a_claim_rests_on(tmp_path):
-    """The CPU default trains three seeds of the B-cos, DISCOVER and CSG comparisons only; the gpu
-    profile gives every model a claim rests on three, and its dvc.yaml lists their replicas' outputs."""
+def test_every_model_a_claim_rests_on_trains_three_seeds_in_the_default_and_gpu_profiles():
+    """Every comparison of the ledger rests on three training seeds, on the CPU default and on the
+    gpu profile; the committed dvc.yaml lists each replica as an output of its model's train and
+    evaluate stages, and a dvc.yaml written for the gpu profile does too."""
     import yaml
-    from bcos_lib.core.config import load_params, set_profile
+    from bcos_lib.core.config import load_params
     from bcos_lib.core.paths import project_root
-    from bcos_lib.dvcgen import render
     keys = _claim_models()
-    gpu, default = load_params(None, "gpu"), load_params(None, "default")
-    for key in keys:
-        seeds = gpu.models[key].seeds
-        assert len(seeds) >= 3 and all(f"{key}_s{s}" in gpu.models for s in seeds if s != gpu.base.seed), key
-    single = [k for k in keys if not default.models[k].seeds]
-    assert single, "every claim's models have seeds in the default profile too: drop this test's second half"
-    path = tmp_path / "params.yaml"
-    path.write_text((project_root() / "params.yaml").read_text())
-    set_profile(path, "gpu")
-    stages = yaml.safe_load(render(project_root(), path))["stages"]
+    assert {"bcos_b1", "coda_t100", "bcosified_cnn", "bcos_cnn_scratch", "std_cnn", "lwta_cnn"} <= set(keys)
     committed = yaml.safe_load((project_root() / "dvc.yaml").read_text())["stages"]
     def outs(stage: dict) -> list[str]:
         return [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
 
-    for key in single:
-        outs_gpu, before = outs(stages[f"train-{key}"]), outs(committed[f"train-{key}"])
-        assert f"models/{key}_s1.pt" in outs_gpu and f"models/{key}_s2.pt" in outs_gpu, (key, outs_gpu)
-        assert f"models/{key}_s1.pt" not in before, key
+    for profile in ("default", "gpu"):
+        p = load_params(None, profile)
+        for key in keys:
+            seeds = p.models[key].seeds
+            assert len(seeds) >= 3 and all(f"{key}_s{s}" in p.models for s in seeds if s != p.base.seed), (profile, key)
+    for key in keys:
+        assert {f"models/{key}_s1.pt", f"models/{key}_s2.pt"} <= set(outs(committed[f"train-{key}"])), key
 
+
+def test_a_dvc_yaml_written_for_the_gpu_profile_lists_the_replicas(tmp_path):
+    import yaml
+    from bcos_lib.core.config import set_profile
+    from bcos_lib.core.paths import project_root
+    from bcos_lib.dvcgen import render
+    path = tmp_path / "params.yaml"
+    path.write_text((project_root() / "params.yaml").read_text())
+    set_profile(path, "gpu")
+    stages = yaml.safe_load(render(project_root(), path))["stages"]
+    for key in _claim_models():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages[f"train-{key}"]["outs"]]
+        assert f"models/{key}_s1.pt" in outs and f"models/{key}_s2.pt" in outs, (key, outs)
 
 def test_the_summary_is_the_headline_claims_estimate_and_lower_bound(tmp_path, monkeypatch):
     """results/summary.json (dvc exp show's `margin`, `margin_low`) is the ledger's central claim,

@@ -72,8 +72,9 @@ def test_model_overrides_merge_over_the_train_section(raw):
     p = parse_params(raw)
     sweep = [k for k, m in p.models.items() if m.group == "b_sweep"]
     assert sweep, "the B sweep must be in params.yaml"
-    for k in sweep:
-        assert p.train_config(k).epochs == raw["models"][k]["train"]["epochs"]
+    for k in sweep:   # (a seed replica takes its model's entry)
+        own = raw["models"][p.models[k].replica_of or k]["train"]
+        assert p.train_config(k).epochs == own["epochs"] and p.train_config(k).batch_size == own["batch_size"]
         assert p.train_config(k).lr == p.train.lr
 
 
@@ -200,6 +201,6 @@ def test_replicas_take_replica_evaluate_and_the_model_keeps_its_own(raw):
 
 def test_replica_evaluate_without_seeds_is_refused(raw):
     r = copy.deepcopy(raw)
-    r["models"]["bcos_b1"]["replica_evaluate"] = {"metrics": ["localisation"]}
-    with pytest.raises(ConfigError, match=r"models\.bcos_b1\.replica_evaluate: the entry has no `seeds`"):
+    r["models"]["coda_hybrid"]["replica_evaluate"] = {"metrics": ["localisation"]}
+    with pytest.raises(ConfigError, match=r"models\.coda_hybrid\.replica_evaluate: the entry has no `seeds`"):
         parse_params(r)

