@@ -59,7 +59,7 @@ browser:
 	fi
 
 # with PROFILE, dvc.yaml is written again once the profile is set: a profile may train more seed replicas
-# (the gpu profile: three seeds of every model a claim rests on), which are outputs of their stages
+# (a replica is an output of its model's stages)
 repro: data dvc.yaml
 ifneq ($(strip $(PROFILE)),)
 	$(BIN)/python scripts/repro_notice.py $(PROFILE) --confirm "$(CONFIRM)"
