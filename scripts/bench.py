@@ -24,6 +24,10 @@ spread (the smallest and largest of the repetitions' ratios).  Rows:
 * compiled (``torch.compile``, not with ``--quick``): the B-cos conv and each interpretable model's
   training step compiled ÷ its twin compiled, and compiled ÷ eager, with each first call's
   compile time (10–60 s per module on 2 cores; ``--only compiled``, ``--models``);
+* test-set passes (``--only test_pass``): scoring the test images in batches of 1 000 ÷ in the
+  model's ``train.eval_batch_size`` of params.yaml (a speed-up), and a DAU layer's squared norm
+  ‖w(x)‖² as one einsum over an (N, O·(r+1)) intermediate ÷ the layer's packed form
+  (``DynamicAlignmentConv2d._sq_norm``), forward only and forward + backward;
 * start-up: a stage's runner from its start to the notebook's first line of work and from the
   last to its end, with the notebook run by a warm stage server, in the runner's own process and in a
   kernel (``--only startup``).
@@ -479,6 +483,57 @@ def startup_rows(runs_per_engine: int = 3) -> list[Row]:
     return rows
 
 
+def test_pass_rows(repeats: int, quick: bool) -> list[Row]:
+    """The test-set pass of the train stage (and of the evaluate stage's confident pool): the
+    models scored in batches of 1 000 ÷ in their ``eval_batch_size``; and the DAU's squared norm."""
+    from bcos_lib.core.config import load_params
+    from bcos_lib.methods.coda.layers import DynamicAlignmentConv2d
+    params = load_params()
+    n = 64 if quick else 2000
+    rows = []
+    for key in ("std_cnn", "bcos_cnn", "bcos_cnn_scratch", "lwta_cnn", "coda_net"):
+        if key not in params.models:
+            continue
+        model = _build(params, key, False).eval()   # the pipeline's shapes (quick: fewer images)
+        x = prepare_input(model, torch.rand(n, 1, 28, 28))
+        mine = params.train_config(key).eval_batch_size
+
+        def scored(batch: int, model=model, x=x) -> Callable[[], None]:
+            def run() -> None:
+                with torch.inference_mode():
+                    for i in range(0, len(x), batch):
+                        model(x[i:i + batch])
+            return run
+        m = compare(scored(1000), scored(mine), repeats, 1)
+        rows.append(Row("test_pass", f"test images/s: {key} in batches of {mine} ÷ of 1 000 ({n} images)", m["ratio"],
+                        m["low"], m["high"], m["wall_ratio"], detail=m))
+    layer = DynamicAlignmentConv2d(16, 32, 3, rank=8) if not quick else DynamicAlignmentConv2d(4, 8, 3, rank=2)
+    x = torch.rand(64, layer.in_channels, 14, 14)
+
+    def einsum_norm(u1: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
+        gram = stacked.flatten(1).view(layer.out_channels, layer.rank + 1, -1)
+        gram = gram @ gram.transpose(1, 2)
+        return torch.einsum("nihw,oij,njhw->nohw", u1, gram, u1).clamp_min(0)
+
+    def norms(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], backward: bool) -> Callable[[], None]:
+        def run() -> None:
+            layer.zero_grad(set_to_none=True)
+            u = torch.nn.functional.conv2d(x, layer.a_weight, None, layer.stride, layer.padding)
+            u1 = torch.cat([u, torch.ones_like(u[:, :1])], 1)
+            out = fn(u1, layer._stacked())
+            if backward:
+                out.sum().backward()
+        return run
+    packed = lambda u1, stacked: layer._sq_norm(stacked, u1)   # noqa: E731
+    for backward in (False, True):
+        with torch.set_grad_enabled(backward):
+            m = compare(norms(einsum_norm, backward), norms(packed, backward), repeats, 3)
+        rows.append(Row("test_pass", f"DAU ‖w(x)‖², {'forward + backward' if backward else 'forward'}: einsum ÷ "
+                        f"packed (batch 64, 16→32, 14×14, rank 8)", m["ratio"], m["low"], m["high"], m["wall_ratio"],
+                        detail=m))
+    return rows
+
+
 def _step_worker(key: str, threads: int, steps: int, quick: bool) -> None:
     """(A process of :func:`side_by_side_rows`.) ``steps`` training steps of ``models.<key>`` on
     ``threads`` threads after 3 warm-up steps; prints the steps per second of wall time."""
@@ -548,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions per row (default 7; quick 3)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="the torch.compile rows (default: on, off with --quick: compiling takes 15-45 s per module)")
-    p.add_argument("--only", choices=("eager", "compiled", "startup", "side_by_side"), default=None,
+    p.add_argument("--only", choices=("eager", "compiled", "startup", "side_by_side", "test_pass"), default=None,
                    help="only these rows (written to results/bench_<rows>.json unless --out is given)")
     p.add_argument("--models", default="", help="compiled rows: only these interpretable models (comma-separated)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -593,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += startup_rows()
     if args.only in (None, "side_by_side"):
         rows += side_by_side_rows(1 if args.quick else 3, args.quick)
+    if args.only in (None, "test_pass"):
+        rows += test_pass_rows(repeats, args.quick)
     text = table(rows)
     print(f"{torch.get_num_threads()} thread(s), {repeats} interleaved repetitions per row, CPU-time ratios "
           f"({platform.processor() or platform.machine()}, torch {torch.__version__})")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 #: measured whole-pipeline times (2-core development machine, fresh clone) and what is known otherwise
 DURATION = {
-    "default": "34 to 44 minutes on 2 CPU cores, depending on the machine (docs/speed.md)",
+    "default": "about 39 minutes on 2 CPU cores, longer on a slower machine (docs/speed.md)",
     "tiny": "about 39 minutes on 2 CPU cores, measured with 52 stages before the sweeps had seed replicas (most of it their start-up)",
     "gpu": ("many hours on a CPU (30 epochs per model, three training seeds of every model a claim rests on, as in the default); "
             "not measured on a GPU here"),

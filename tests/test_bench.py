@@ -52,7 +52,9 @@ def test_make_bench_prints_every_row_and_writes_json(tmp_path, capsys):
                      "B-cos conv MaxOut 1 ÷ nn.Conv2d, batch", "B-cos conv MaxOut 2 ÷ nn.Conv2d, batch",
                      "Dynamic alignment unit", "LWTA ÷ ReLU", "class-specific gate", "training images/s: bcos_cnn ÷ std_cnn",
                      "with channels_last", "with bf16 autocast", "data loading: std_cnn step", "one-image loop ÷ batched explain",
-                     "per-class loop ÷ batched", "side by side: training images/s of 2 one-thread processes of std_cnn"):
+                     "per-class loop ÷ batched", "side by side: training images/s of 2 one-thread processes of std_cnn",
+                     "test images/s: bcos_cnn in batches of 128 ÷ of 1 000", "test images/s: coda_net in batches of 64",
+                     "DAU ‖w(x)‖², forward: einsum ÷ packed", "DAU ‖w(x)‖², forward + backward: einsum ÷ packed"):
         assert any(expected in n for n in names), (expected, names)
         assert expected in printed
     for r in saved["rows"]:

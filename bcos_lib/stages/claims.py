@@ -119,8 +119,8 @@ def training_length_text(convergence: Mapping[str, Any], models: list[str], stal
         text += " Not measured: " + ", ".join(f"`{k}`" for k in missing) + "."
     moved = _moved({k: float(c["accuracy"]) for k, c in rows}, now)
     if moved:
-        text += (" Measured on a training with the same settings on another machine (the order of floating-point "
-                 "sums differs), whose accuracy the pipeline's model now differs from: " + "; ".join(moved) + ".")
+        text += (" Measured on a training with the same settings elsewhere (another machine, or another number of "
+                 "CPU threads: the order of floating-point sums differs), whose accuracy the pipeline's model now differs from: " + "; ".join(moved) + ".")
     if not rows:
         return text + "\n"
     lines = ["| model | epochs | accuracy (%) | epochs × 3 | accuracy (%) | gain (points) |", "|---|---|---|---|---|---|"]
