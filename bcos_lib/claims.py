@@ -110,10 +110,12 @@ class Claim:
             raise ClaimError(f"claim {self.id}: a trend test needs a group and the keyword `by` that orders it")
 
     def models(self, results: Mapping[str, ModelResult]) -> list[str]:
-        """The model keys the claim rests on (seed 0's; replicas follow them)."""
+        """The model keys the claim rests on (seed 0's; replicas follow them): the arms' models and a
+        model that an arm's ``column`` names (e.g. the from-scratch model of an epochs ratio, whose
+        accuracy is the target: its seeds and its training length count as much as the arm's)."""
         if self.test == "trend":
             return [k for k, r in results.items() if r.entry.group == self.group and not _replica_of(r)]
-        return list(dict.fromkeys(a.model for a in self.arms))
+        return list(dict.fromkeys([a.model for a in self.arms] + [a.column for a in self.arms if a.column in results]))
 
 
 @dataclass

@@ -300,6 +300,14 @@ def test_the_epochs_ratio_pairs_each_seed_with_its_from_scratch_partner():
     assert row["seed_estimates"][0] == pytest.approx(8 / (1 + 2.0 / 2.5))
     one = evaluate_claim(claim, {k: r for k, r in res.items() if not r.entry.replica_of})
     assert one["seeds"] == 1 and one["ci_low"] is None and one["verdict"] == "inconclusive"
+    # the from-scratch model sets the target: the claim rests on it too, so its under-training is reported
+    assert row["models"] == ["bcosified_cnn", "bcos_cnn_scratch"] and row["verdict"] == "reproduced"
+    conv = {"bcos_cnn_scratch": {"epochs": 8, "accuracy": 88.0, "long_epochs": 24, "long_accuracy": 90.0}}
+    starved = evaluate_claim(claim, res, conv)
+    assert set(starved["under_trained"]) == {"bcos_cnn_scratch", "bcos_cnn_scratch_s1", "bcos_cnn_scratch_s2"}
+    assert starved["verdict"] == "reproduced" and "under-trained: bcos_cnn_scratch" in starved["reason"]
+    without_partner = evaluate_claim(claim, {k: r for k, r in res.items() if not k.startswith("bcos_cnn_scratch")})
+    assert without_partner["verdict"] == "not run"
 
 
 def test_the_ledger_counts_verdicts_and_the_table_has_one_row_per_claim():
