@@ -529,8 +529,8 @@ def test_pass_rows(repeats: int, quick: bool) -> list[Row]:
         with torch.set_grad_enabled(backward):
             m = compare(norms(einsum_norm, backward), norms(packed, backward), repeats, 3)
         rows.append(Row("test_pass", f"DAU ‖w(x)‖², {'forward + backward' if backward else 'forward'}: einsum ÷ "
-                        f"packed (batch 64, 16→32, 14×14, rank 8)", m["ratio"], m["low"], m["high"], m["wall_ratio"],
-                        detail=m))
+                        f"packed (batch {len(x)}, {layer.in_channels}→{layer.out_channels}, {x.shape[-2]}×{x.shape[-1]}, "
+                        f"rank {layer.rank})", m["ratio"], m["low"], m["high"], m["wall_ratio"], detail=m))
     return rows
 
 
